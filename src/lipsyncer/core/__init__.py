@@ -1,0 +1,1 @@
+"""Provider-neutral core: imports no provider and no contrib module."""

@@ -1,0 +1,63 @@
+"""HTTP seams shared by providers, downloads and tests.
+
+Transports are the seam, as in httpx: point a provider at the sandbox, a corporate gateway or a loopback server
+by wrapping its transport, never by patching URLs inside the provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import httpx
+
+__all__ = ["RebaseTransport", "redact_headers"]
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"})
+
+
+class RebaseTransport(httpx.AsyncBaseTransport):
+    """Send requests for the given hosts to ``base_url`` instead, keeping the original ``Host`` header.
+
+    The provider keeps speaking in its real host names (URLs it stores and returns stay valid in production);
+    only where the bytes go changes. ``hosts=None`` rebases every request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        hosts: Iterable[str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        base = httpx.URL(base_url)
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        self._base = base
+        self._prefix = base.path.rstrip("/")
+        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
+        self._inner = transport or httpx.AsyncHTTPTransport()
+
+    def _applies(self, url: httpx.URL) -> bool:
+        if self._hosts is None:
+            return True
+        return url.host.lower() in self._hosts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._applies(request.url):
+            original_host = request.url.netloc.decode("ascii")
+            request.url = request.url.copy_with(
+                scheme=self._base.scheme,
+                host=self._base.host,
+                port=self._base.port,
+                raw_path=(self._prefix + request.url.raw_path.decode("ascii")).encode("ascii"),
+            )
+            request.headers["Host"] = original_host
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def redact_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
+    """Headers safe to log or store: credentials replaced by a marker."""
+    return {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in dict(headers).items()}

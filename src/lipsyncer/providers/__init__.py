@@ -1,0 +1,1 @@
+"""Built-in provider plugins, registered through the ``lipsyncer`` entry-point group like any third party."""

@@ -44,6 +44,8 @@ class LipsyncError(Exception):
 
     retryable: bool = False
     fix: str | None = None
+    attempts: tuple[Any, ...] = ()
+    """The :class:`~lipsyncer.core.schema.Attempt` records made before this error, when any."""
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
@@ -88,7 +90,9 @@ class InvalidRequestError(LipsyncError, ValueError):
 class UnsupportedOptionError(InvalidRequestError):
     """The chosen route cannot honour an option the request sets (it is never dropped silently)."""
 
-    def __init__(self, message: str, *, option: str, provider: str | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, option: str, provider: str | None = None, fix: str | None = None
+    ) -> None:
         super().__init__(message, field=option, fix=fix)
         self.option = option
         self.provider = provider
@@ -246,7 +250,9 @@ class DeadlineExceededError(LipsyncError):
     """A start, total or per-call deadline passed; the job (if any) is still stored and resumable."""
 
     def __init__(self, message: str, *, deadline: str, job: Job | None = None) -> None:
-        super().__init__(message, fix="raise the deadline in the polling config, or `lipsyncer jobs resume` later")
+        super().__init__(
+            message, fix="raise the deadline in the polling config, or `lipsyncer jobs resume` later"
+        )
         self.deadline = deadline
         self.job = job
 

@@ -12,7 +12,9 @@ import httpx
 
 __all__ = ["RebaseTransport", "redact_headers"]
 
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"})
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"}
+)
 
 
 class RebaseTransport(httpx.AsyncBaseTransport):

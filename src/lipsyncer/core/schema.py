@@ -30,6 +30,7 @@ __all__ = [
     "ActiveSpeaker",
     "Attempt",
     "Cost",
+    "EventKind",
     "Job",
     "JobEvent",
     "JobState",
@@ -113,7 +114,9 @@ class MediaKind(str, Enum):
     BYTES = "bytes"
 
 
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
+_DATA_URI = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I
+)
 
 
 class MediaSource(BaseModel):
@@ -133,7 +136,9 @@ class MediaSource(BaseModel):
             return value
         if isinstance(value, (bytes, bytearray)):
             if not value:
-                raise InvalidRequestError(f"{field} is empty bytes", field=field, fix="pass the file's content")
+                raise InvalidRequestError(
+                    f"{field} is empty bytes", field=field, fix="pass the file's content"
+                )
             return cls(kind=MediaKind.BYTES, value=bytes(value))
         if isinstance(value, Path):
             return cls._local(value, field)
@@ -283,7 +288,9 @@ class ActiveSpeaker(_Input):
                         field="active_speaker",
                     )
         if self.coordinates is not None and min(self.coordinates) < 0:
-            raise InvalidRequestError("active_speaker coordinates must be non-negative", field="active_speaker")
+            raise InvalidRequestError(
+                "active_speaker coordinates must be non-negative", field="active_speaker"
+            )
         if self.bounding_boxes_url is not None:
             src = MediaSource.parse(self.bounding_boxes_url, field="active_speaker.bounding_boxes_url")
             if src.kind is not MediaKind.URL:
@@ -561,7 +568,7 @@ class Job(BaseModel):
     provider: str
     model: str
     endpoint: str
-    remote_id: str
+    remote_id: str | None = Field(default=None, description="None only when the submit's outcome is unknown")
     status_url: str | None = None
     result_url: str | None = None
     cancel_url: str | None = None
@@ -570,6 +577,7 @@ class Job(BaseModel):
     submitted_at: datetime = Field(default_factory=utcnow)
     state: JobState = JobState.QUEUED
     webhook_url: str | None = None
+    save_to: str | None = Field(default=None, description="where to save the video once completed")
     attempts: list[Attempt] = Field(default_factory=list)
     result: LipsyncResult | None = None
     error_code: str | None = None
@@ -578,10 +586,13 @@ class Job(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+EventKind = Literal["submitted", "status", "completed", "failed", "cancelled", "attempt_failed", "downloaded"]
+
+
 class JobEvent(BaseModel):
     """What observers of the ``job_event`` hook receive."""
 
-    kind: Literal["submitted", "status", "completed", "failed", "cancelled", "attempt_failed", "downloaded"]
+    kind: EventKind
     job_id: str | None
     provider: str
     model: str

@@ -1,0 +1,169 @@
+"""The plugin host: one pluggy manager per client, entry points loaded one by one.
+
+Nothing outside this module touches ``pm.hook``; callers get typed functions. A plugin that fails to import
+or to register is reported and skipped (strict mode raises), so one broken third-party package cannot take
+a media platform's whole pipeline down with it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .provider import Provider, Storage
+from .schema import JobEvent
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginReport"]
+
+ENTRY_POINT_GROUP = "lipsyncer"
+log = logging.getLogger("lipsyncer.plugins")
+
+
+@dataclass
+class PluginReport:
+    """What happened to one plugin: where it came from and whether it loaded."""
+
+    name: str
+    source: str
+    ok: bool = True
+    error: str | None = None
+    providers: list[str] = field(default_factory=list)
+    storages: list[str] = field(default_factory=list)
+
+
+class PluginHost:
+    """Loads plugins into a private plugin manager and exposes what they register."""
+
+    def __init__(
+        self,
+        *,
+        allow: Iterable[str] | None = None,
+        block: Iterable[str] = (),
+        strict: bool = False,
+        entry_points: bool = True,
+        plugins: Iterable[object] = (),
+    ) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs.LipsyncProvider)
+        self._allow = None if allow is None else set(allow)
+        self._block = set(block)
+        self._strict = strict
+        self.reports: dict[str, PluginReport] = {}
+        if entry_points:
+            self._load_entry_points()
+        for plugin in plugins:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            self._register(plugin, name, source="in-process")
+        self.providers: dict[str, type[Provider]] = self._collect("register_providers", Provider)
+        self.storages: dict[str, type[Storage]] = self._collect("register_storage", Storage)
+        if self._strict:
+            self.check_pending()
+
+    # ------------------------------------------------------------------ loading
+
+    def _wanted(self, name: str) -> bool:
+        if name in self._block:
+            return False
+        return self._allow is None or name in self._allow
+
+    def _load_entry_points(self) -> None:
+        seen: set[str] = set()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in seen or not self._wanted(ep.name):
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            source = f"{dist.name} {dist.version}" if dist is not None else ep.value
+            try:
+                module = ep.load()
+            except Exception as exc:
+                self._fail(ep.name, source, f"failed to import {ep.value}: {type(exc).__name__}: {exc}", exc)
+                continue
+            self._register(module, ep.name, source=source)
+
+    def _register(self, plugin: object, name: str, *, source: str) -> None:
+        if not self._wanted(name):
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(name, source, f"failed to register: {type(exc).__name__}: {exc}", exc)
+            return
+        self.reports[name] = PluginReport(name=name, source=source)
+
+    def _fail(self, name: str, source: str, message: str, exc: BaseException) -> None:
+        self.reports[name] = PluginReport(name=name, source=source, ok=False, error=message)
+        if self._strict:
+            raise PluginError(f"plugin {name!r} {message}", plugin=name) from exc
+        warnings.warn(f"lipsyncer plugin {name!r} skipped: {message}", RuntimeWarning, stacklevel=4)
+        log.warning("plugin %s skipped: %s", name, message)
+
+    def _collect(self, hook_name: str, base: type) -> dict[str, Any]:
+        """Call each implementation on its own, so one plugin's failure skips only that plugin."""
+        kind = "provider" if base is Provider else "storage"
+        found: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):  # registration order
+            plugin_name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            batch: list[Any] = []
+            try:
+                impl.function(register=_registrar(base, batch))
+                for cls in batch:
+                    if cls.id in found and found[cls.id] is not cls:
+                        raise TypeError(f"{kind} id {cls.id!r} is already registered by {owners[cls.id]!r}")
+            except Exception as exc:
+                source = self.reports[plugin_name].source if plugin_name in self.reports else "in-process"
+                self._fail(plugin_name, source, f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
+                continue
+            report = self.reports.setdefault(plugin_name, PluginReport(name=plugin_name, source="in-process"))
+            for cls in batch:
+                found[cls.id] = cls
+                owners[cls.id] = plugin_name
+                (report.providers if kind == "provider" else report.storages).append(cls.id)
+        return found
+
+    # ------------------------------------------------------------------ typed hook calls
+
+    def emit(self, event: JobEvent) -> None:
+        """Tell observers; an observer's exception is logged, never raised into the job."""
+        for impl in self.pm.hook.job_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception:
+                log.exception("job_event observer %s failed", impl.plugin_name)
+
+    def plugin_for(self, provider_id: str) -> PluginReport | None:
+        return next((r for r in self.reports.values() if provider_id in r.providers), None)
+
+    def check_pending(self) -> None:
+        """Fail when a plugin implements a hook that does not exist (a typo would otherwise be silent)."""
+        self.pm.check_pending()
+
+
+def _registrar(base: type, batch: list[Any]) -> Any:
+    """The ``register`` callable handed to plugins: validates early so mistakes surface at load time."""
+
+    def register(cls: Any) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"register() takes a {base.__name__} subclass, got {cls!r}")
+        if issubclass(cls, Provider):
+            cls.validate_ids()
+        elif not getattr(cls, "id", None):
+            raise TypeError(f"{cls.__name__} declares no id")
+        batch.append(cls)
+
+    return register
+
+
+def hook_names() -> list[str]:
+    """Names of every hook in the specification (the docs test compares against this)."""
+    return sorted(n for n in dir(hookspecs.LipsyncProvider) if not n.startswith("_"))

@@ -1,0 +1,234 @@
+"""The Provider base class: capabilities as data, the work as async methods.
+
+The router reads only the class attributes declared here, so adding a provider never edits the router.
+A provider instance is built per client with a :class:`ProviderContext` (its settings, key, transport and
+storage), which is why two clients with different configs can share a process.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import SecretStr
+
+from .errors import CancelNotSupportedError, StorageError, UnsupportedOptionError, WebhookVerificationError
+from .schema import Job, JobStatus, LipsyncRequest, MediaSource, Option, VideoFile
+
+__all__ = [
+    "ModelSpec",
+    "Provider",
+    "ProviderContext",
+    "ProviderOutput",
+    "Storage",
+    "StorageContext",
+    "Submission",
+    "WebhookEvent",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model as served by one provider: what it honours, what it costs, how long it takes."""
+
+    id: str
+    endpoint: str
+    options: frozenset[Option]
+    price_per_second: Decimal
+    wire_name: str | None = None
+    seconds_per_output_second: float = 4.0
+    """Upper bound of processing time per output second, used to tune polling and deadlines."""
+    max_video_seconds: float | None = None
+    max_audio_seconds: float | None = None
+
+    def honours(self, option: Option) -> bool:
+        return option in self.options
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a client hands a provider instance. Secrets stay in ``api_key`` (a SecretStr: never printed)."""
+
+    settings: Any
+    """The provider's :class:`~lipsyncer.core.config.ProviderSettings`."""
+    api_key: SecretStr | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    """Set when the provider must not use the default network path (sandbox, gateway, tests)."""
+    storage: Storage | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str | None:
+        return getattr(self.settings, "base_url", None)
+
+    def key(self) -> str:
+        if self.api_key is None:
+            raise RuntimeError("provider built without credentials")  # the router excludes such routes
+        return self.api_key.get_secret_value()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the provider returns once it has accepted a job."""
+
+    remote_id: str
+    endpoint: str
+    status_url: str | None = None
+    result_url: str | None = None
+    cancel_url: str | None = None
+    provider_data: Mapping[str, Any] = field(default_factory=dict)
+    initial_status: JobStatus | None = None
+
+
+@dataclass(frozen=True)
+class ProviderOutput:
+    video: VideoFile
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified webhook: which job it concerns and what state it reports."""
+
+    remote_id: str
+    status: JobStatus
+    output: ProviderOutput | None = None
+    delivery_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Base class of every provider plugin. Subclasses declare the class attributes and implement the I/O."""
+
+    id: ClassVar[str]
+    description: ClassVar[str] = ""
+    models: ClassVar[tuple[ModelSpec, ...]]
+    credential_env: ClassVar[str | None] = None
+    """Default env var holding the API key (config's ``api_key_env`` overrides it); None: no key needed."""
+    can_cancel: ClassVar[bool] = False
+    accepts_webhooks: ClassVar[bool] = False
+    webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https", "http"})
+    uploads_local_files: ClassVar[bool] = False
+    """True when the provider hosts local files itself; otherwise a configured storage must."""
+    hosts: ClassVar[tuple[str, ...]] = ()
+    """The real hosts this provider talks to; a configured ``base_url`` rebases exactly these."""
+    docs_url: ClassVar[str | None] = None
+    default_priority: ClassVar[int] = 100
+    """Lower is tried first when the config sets no priority."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r}>"
+
+    # ------------------------------------------------------------------ data the router reads
+
+    @classmethod
+    def model_spec(cls, model: str) -> ModelSpec | None:
+        return next((m for m in cls.models if m.id == model), None)
+
+    @classmethod
+    def validate_ids(cls) -> None:
+        """Catch plugin mistakes at registration, not at the first paid call."""
+        if not getattr(cls, "id", None):
+            raise TypeError(f"{cls.__name__} declares no id")
+        if not getattr(cls, "models", None):
+            raise TypeError(f"{cls.__name__} declares no models")
+        ids = [m.id for m in cls.models]
+        if len(ids) != len(set(ids)):
+            raise TypeError(f"{cls.__name__} declares a model twice")
+        if Option.WEBHOOK in {o for m in cls.models for o in m.options} and not cls.accepts_webhooks:
+            raise TypeError(f"{cls.__name__} honours webhooks on a model but accepts_webhooks is False")
+
+    # ------------------------------------------------------------------ the work
+
+    async def stage(self, media: MediaSource) -> str:
+        """A URL (or data URI) the provider can fetch for ``media``: uploaded when local."""
+        if media.is_remote:
+            return str(media.value)
+        if self.uploads_local_files:
+            return await self.upload(media)
+        if self.context.storage is not None:
+            return await self.context.storage.put(media)
+        raise StorageError(
+            f"{self.id} cannot take local files ({media.describe()}) and no storage is configured",
+            fix="pass a public URL, or set `storage` in the config (e.g. 'fal-cdn')",
+        )
+
+    async def upload(self, media: MediaSource) -> str:
+        raise StorageError(f"{self.id} does not upload local files")
+
+    def check(self, request: LipsyncRequest, model: ModelSpec) -> None:
+        """Refuse, before any network call, an option this route cannot honour. Providers may add checks."""
+        for option in sorted(request.options(), key=lambda o: o.value):
+            if not model.honours(option):
+                raise UnsupportedOptionError(
+                    f"{self.id}:{model.id} does not honour {option.value}",
+                    option=option.value,
+                    provider=self.id,
+                    fix="remove the option or pick a model/provider that honours it (see `lipsyncer providers`)",
+                )
+        if request.webhook_url is not None:
+            scheme = request.webhook_url.split(":", 1)[0].lower()
+            if scheme not in self.webhook_schemes:
+                raise UnsupportedOptionError(
+                    f"{self.id} only delivers webhooks to {'/'.join(sorted(self.webhook_schemes))} URLs",
+                    option=Option.WEBHOOK.value,
+                    provider=self.id,
+                    fix="use an https webhook_url",
+                )
+
+    @abc.abstractmethod
+    async def submit(
+        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+    ) -> Submission:
+        """Send the job. Raise ProviderError(accepted=False) when certainly refused, and
+        SubmitOutcomeUnknownError when the request left but no answer came back (it is never re-sent)."""
+
+    @abc.abstractmethod
+    async def status(self, job: Job) -> JobStatus:
+        """Look the job up once. Transient errors raise ProviderError(retryable=True)."""
+
+    @abc.abstractmethod
+    async def result(self, job: Job) -> ProviderOutput:
+        """The output of a completed job; JobFailedError with the provider's reason otherwise."""
+
+    async def cancel(self, job: Job) -> None:
+        raise CancelNotSupportedError(self.id)
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Verify and decode a webhook delivery; raise WebhookVerificationError when it must not be trusted."""
+        raise WebhookVerificationError(f"{self.id} does not take webhooks")
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class StorageContext:
+    settings: Mapping[str, Any]
+    api_key: SecretStr | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+class Storage(abc.ABC):
+    """Makes a local file reachable by URL for providers that cannot take uploads (e.g. the unified API)."""
+
+    id: ClassVar[str]
+    credential_env: ClassVar[str | None] = None
+    hosts: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: StorageContext) -> None:
+        self.context = context
+
+    @abc.abstractmethod
+    async def put(self, media: MediaSource) -> str:
+        """Store the file and return a URL that a provider can fetch."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

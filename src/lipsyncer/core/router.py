@@ -1,0 +1,227 @@
+"""Candidate selection: which routes can honour a request, in what order, and why the others cannot.
+
+The router reads providers' declared data only (models, options, credentials, prices). It never names a
+provider, so adding one never edits this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from .config import Settings
+from .errors import NoRouteError
+from .provider import ModelSpec, Provider
+from .schema import Cost, LipsyncRequest, MediaKind, Option
+from .strategies import CostStrategy, PriorityStrategy, strategy_named
+
+__all__ = ["Exclusion", "Route", "RoutePlan", "Router"]
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: type[Provider]
+    model: ModelSpec
+    price_per_second: Decimal
+    priority: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider.id}:{self.model.id}"
+
+    def cost(self, output_seconds: float, *, basis: str = "estimate") -> Cost:
+        amount = (self.price_per_second * Decimal(str(round(output_seconds, 3)))).quantize(Decimal("0.0001"))
+        return Cost(
+            amount=amount,
+            seconds=output_seconds,
+            price_per_second=self.price_per_second,
+            basis="estimate" if basis == "estimate" else "output_duration",
+        )
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    route: str
+    reason: str
+    kind: str
+    """model | option | credentials | disabled | storage | pinned"""
+    missing_options: frozenset[Option] = frozenset()
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    request: LipsyncRequest
+    candidates: tuple[Route, ...]
+    excluded: tuple[Exclusion, ...]
+    strategy: str
+    output_seconds: float | None = None
+    suggestions: tuple[str, ...] = field(default=())
+
+    @property
+    def first(self) -> Route:
+        return self.candidates[0]
+
+    def estimate(self, route: Route) -> Cost | None:
+        return None if self.output_seconds is None else route.cost(self.output_seconds)
+
+    def explain(self) -> str:
+        lines = [f"Routing {self.request.model!r} by {self.strategy}:"]
+        if self.candidates:
+            for i, route in enumerate(self.candidates, 1):
+                cost = self.estimate(route)
+                price = f"${route.price_per_second}/s" + (f", about ${cost.amount}" if cost else "")
+                lines.append(
+                    f"  {i}. {route.id}  ({route.model.endpoint}; {price}; priority {route.priority})"
+                )
+        else:
+            lines.append("  no candidate")
+        if self.excluded:
+            lines.append("Excluded:")
+            lines += [f"  - {e.route}: {e.reason}" for e in self.excluded]
+        if self.suggestions:
+            lines.append("A relaxed request would be served:")
+            lines += [f"  - {s}" for s in self.suggestions]
+        return "\n".join(lines)
+
+
+class Router:
+    """Builds a :class:`RoutePlan` from provider classes, settings and what credentials exist."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, type[Provider]],
+        settings: Settings,
+        *,
+        has_credentials: Callable[[type[Provider]], str | None],
+        storage: str | None = None,
+    ) -> None:
+        """``has_credentials`` returns None when the provider's key is present, else the env var it needs."""
+        self.providers = dict(providers)
+        self.settings = settings
+        self._missing_credentials = has_credentials
+        self._storage = storage
+        self.strategy: PriorityStrategy | CostStrategy = strategy_named(settings.strategy)
+
+    def routes(self) -> list[Route]:
+        """Every (provider, model) pair, enabled or not, with configured prices and priorities applied."""
+        out = []
+        for pid in sorted(self.providers):
+            cls = self.providers[pid]
+            conf = self.settings.provider(pid)
+            for spec in cls.models:
+                out.append(
+                    Route(
+                        provider=cls,
+                        model=spec,
+                        price_per_second=conf.prices.get(spec.id, spec.price_per_second),
+                        priority=self.settings.priority(pid, cls.default_priority),
+                    )
+                )
+        return out
+
+    def plan(self, request: LipsyncRequest, *, output_seconds: float | None = None) -> RoutePlan:
+        """Order the routes that can serve ``request``; raise :class:`NoRouteError` when none can."""
+        wanted = request.options()
+        pinned = request.pinned_provider
+        has_local = request.video.kind in (MediaKind.PATH, MediaKind.BYTES) or request.audio.kind in (
+            MediaKind.PATH,
+            MediaKind.BYTES,
+        )
+        if pinned is not None and pinned not in self.providers:
+            raise NoRouteError(
+                f"provider {pinned!r} is not installed",
+                reasons={pid: "not the pinned provider" for pid in sorted(self.providers)},
+                suggestions=[f"installed providers: {', '.join(sorted(self.providers)) or 'none'}"],
+            )
+
+        eligible: list[Route] = []
+        excluded: list[Exclusion] = []
+        by_provider: dict[str, list[Route]] = {}
+        for route in self.routes():
+            by_provider.setdefault(route.provider.id, []).append(route)
+
+        for pid, routes in by_provider.items():
+            cls = self.providers[pid]
+            match = next((r for r in routes if r.model.id == request.model_id), None)
+            if pinned is not None and pid != pinned:
+                excluded.append(Exclusion(pid, f"request is pinned to {pinned!r}", "pinned"))
+                continue
+            if match is None:
+                served = ", ".join(r.model.id for r in routes)
+                excluded.append(
+                    Exclusion(pid, f"does not serve {request.model_id!r} (serves {served})", "model")
+                )
+                continue
+            if not self.settings.enabled(pid):
+                excluded.append(Exclusion(route.id, "disabled in the config", "disabled"))
+                continue
+            missing = frozenset(o for o in wanted if not route.model.honours(o))
+            if missing:
+                names = ", ".join(sorted(o.value for o in missing))
+                excluded.append(Exclusion(route.id, f"does not honour {names}", "option", missing))
+                continue
+            if request.webhook_url is not None:
+                scheme = request.webhook_url.split(":", 1)[0].lower()
+                if scheme not in cls.webhook_schemes:
+                    excluded.append(
+                        Exclusion(
+                            route.id,
+                            f"delivers webhooks only to {'/'.join(sorted(cls.webhook_schemes))}",
+                            "option",
+                        )
+                    )
+                    continue
+            if has_local and not cls.uploads_local_files and self._storage is None:
+                excluded.append(
+                    Exclusion(route.id, "cannot take local files and no storage is configured", "storage")
+                )
+                continue
+            env_var = self._missing_credentials(cls)
+            if env_var is not None:
+                excluded.append(Exclusion(route.id, f"no credentials ({env_var} is not set)", "credentials"))
+                continue
+            eligible.append(route)
+
+        ordered = self.strategy.order(eligible)
+        suggestions = tuple(self._suggest(request, excluded, by_provider)) if not ordered else ()
+        plan = RoutePlan(
+            request=request,
+            candidates=tuple(ordered),
+            excluded=tuple(excluded),
+            strategy=self.strategy.name,
+            output_seconds=output_seconds,
+            suggestions=suggestions,
+        )
+        if not ordered:
+            known = sorted({r.model.id for rs in by_provider.values() for r in rs})
+            head = (
+                f"no provider serves model {request.model_id!r} (known models: {', '.join(known)})"
+                if all(e.kind in ("model", "pinned") for e in excluded)
+                else f"no route can serve this {request.model!r} request"
+            )
+            raise NoRouteError(head, reasons={e.route: e.reason for e in excluded}, suggestions=suggestions)
+        return plan
+
+    def _suggest(
+        self, request: LipsyncRequest, excluded: list[Exclusion], by_provider: Mapping[str, list[Route]]
+    ) -> list[str]:
+        """Say which option blocks the request and where it would be honoured."""
+        out: list[str] = []
+        for exclusion in excluded:
+            if exclusion.kind == "option" and exclusion.missing_options:
+                dropped = ", ".join(sorted(o.value for o in exclusion.missing_options))
+                out.append(f"without {dropped}: {exclusion.route}")
+        for option in sorted(request.options(), key=lambda o: o.value):
+            honouring = [
+                r.id
+                for routes in by_provider.values()
+                for r in routes
+                if r.model.honours(option)
+                and self.settings.enabled(r.provider.id)
+                and option is not Option.SYNC_MODE
+            ]
+            blocked = any(option in e.missing_options for e in excluded)
+            if blocked and honouring:
+                out.append(f"{option.value} is honoured by {', '.join(honouring)}")
+        return out

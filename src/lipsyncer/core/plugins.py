@@ -112,7 +112,7 @@ class PluginHost:
         found: dict[str, Any] = {}
         owners: dict[str, str] = {}
         caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order (pluggy reverses only when calling)
             plugin_name = self.pm.get_name(impl.plugin) or impl.plugin_name
             batch: list[Any] = []
             try:

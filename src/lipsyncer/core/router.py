@@ -138,8 +138,8 @@ class Router:
         eligible: list[Route] = []
         excluded: list[Exclusion] = []
         by_provider: dict[str, list[Route]] = {}
-        for route in self.routes():
-            by_provider.setdefault(route.provider.id, []).append(route)
+        for each in self.routes():
+            by_provider.setdefault(each.provider.id, []).append(each)
 
         for pid, routes in by_provider.items():
             cls = self.providers[pid]
@@ -153,6 +153,7 @@ class Router:
                     Exclusion(pid, f"does not serve {request.model_id!r} (serves {served})", "model")
                 )
                 continue
+            route = match
             if not self.settings.enabled(pid):
                 excluded.append(Exclusion(route.id, "disabled in the config", "disabled"))
                 continue
@@ -164,12 +165,9 @@ class Router:
             if request.webhook_url is not None:
                 scheme = request.webhook_url.split(":", 1)[0].lower()
                 if scheme not in cls.webhook_schemes:
+                    schemes = "/".join(sorted(cls.webhook_schemes))
                     excluded.append(
-                        Exclusion(
-                            route.id,
-                            f"delivers webhooks only to {'/'.join(sorted(cls.webhook_schemes))}",
-                            "option",
-                        )
+                        Exclusion(route.id, f"delivers webhooks only to {schemes} URLs", "option")
                     )
                     continue
             if has_local and not cls.uploads_local_files and self._storage is None:

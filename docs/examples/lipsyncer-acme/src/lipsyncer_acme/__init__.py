@@ -75,8 +75,13 @@ class AcmeProvider(Provider):
         async with self._client() as client:
             response = await client.post(model.endpoint, json=body)
         if response.status_code >= 500:
-            raise ProviderUnavailableError(response.text, provider=self.id, status_code=response.status_code,
-                                           retryable=True, accepted=False)
+            raise ProviderUnavailableError(
+                response.text,
+                provider=self.id,
+                status_code=response.status_code,
+                retryable=True,
+                accepted=False,
+            )
         if response.status_code >= 400:
             raise ProviderRejectedError(response.text, provider=self.id, status_code=response.status_code)
         task = response.json()
@@ -106,8 +111,12 @@ class AcmeProvider(Provider):
         async with self._client() as client:
             response = await client.get(f"/v1/tasks/{job.remote_id}")
         if response.status_code >= 400:
-            raise ProviderUnavailableError(response.text, provider=self.id, status_code=response.status_code,
-                                           retryable=response.status_code >= 500)
+            raise ProviderUnavailableError(
+                response.text,
+                provider=self.id,
+                status_code=response.status_code,
+                retryable=response.status_code >= 500,
+            )
         task: dict[str, Any] = response.json()
         return task
 

@@ -32,6 +32,7 @@ from .errors import (
     DeadlineExceededError,
     JobFailedError,
     LipsyncError,
+    NoRouteError,
     ProviderError,
     QuotaExceededError,
     StorageError,
@@ -42,7 +43,7 @@ from .jobs import JobStore, SQLiteJobStore, default_store_path
 from .media import MediaProbeError, output_duration, probe
 from .plugins import PluginHost
 from .provider import ModelSpec, Provider, ProviderContext, ProviderOutput, Storage, StorageContext
-from .router import Route, RoutePlan, Router
+from .router import Exclusion, Route, RoutePlan, Router
 from .schema import (
     Attempt,
     Cost,
@@ -216,7 +217,7 @@ class AsyncLipsyncer:
 
     def route(self, request: LipsyncRequest) -> RoutePlan:
         """The ordered candidates and every excluded route with its reason. No network call."""
-        return self.router.plan(request, output_seconds=_expected_output(request))
+        return self._plan(request, _expected_output(request))
 
     def estimate(
         self,
@@ -226,8 +227,29 @@ class AsyncLipsyncer:
         audio_seconds: float | None = None,
     ) -> RoutePlan:
         """The plan with a cost per candidate, from local media durations (or the ones given)."""
-        seconds = _expected_output(request, video_seconds, audio_seconds, required=True)
-        return self.router.plan(request, output_seconds=seconds)
+        return self._plan(request, _expected_output(request, video_seconds, audio_seconds, required=True))
+
+    def _plan(self, request: LipsyncRequest, output_seconds: float | None) -> RoutePlan:
+        """The router's data-level plan, then each candidate provider's own check (with this client's config)."""
+        plan = self.router.plan(request, output_seconds=output_seconds)
+        kept: list[Route] = []
+        refused: list[Exclusion] = []
+        for route in plan.candidates:
+            try:
+                self.provider(route.provider.id).check(request, route.model)
+            except LipsyncError as exc:
+                refused.append(Exclusion(route.id, exc.message, "option"))
+                continue
+            kept.append(route)
+        if not refused:
+            return plan
+        excluded = plan.excluded + tuple(refused)
+        if not kept:
+            raise NoRouteError(
+                f"no route can serve this {request.model!r} request",
+                reasons={e.route: e.reason for e in excluded},
+            )
+        return replace(plan, candidates=tuple(kept), excluded=excluded)
 
     # ------------------------------------------------------------------ submit
 
@@ -238,7 +260,7 @@ class AsyncLipsyncer:
         outcome is unknown is stored and never re-sent. ``save_to`` is stored with the job, so whoever
         finishes it (this process or a later ``resume``) saves the video there.
         """
-        plan = self.checked(self.route(request))
+        plan = self.route(request)
         attempts: list[Attempt] = []
         budget = self.settings.max_attempts
         last_error: LipsyncError | None = None
@@ -302,21 +324,6 @@ class AsyncLipsyncer:
         assert last_error is not None
         last_error.attempts = tuple(attempts)
         raise last_error
-
-    def checked(self, plan: RoutePlan) -> RoutePlan:
-        """Drop candidates whose provider refuses the request locally; raise the first refusal if none is left."""
-        kept: list[Route] = []
-        refusals: list[LipsyncError] = []
-        for route in plan.candidates:
-            try:
-                self.provider(route.provider.id).check(plan.request, route.model)
-            except LipsyncError as exc:
-                refusals.append(exc)
-                continue
-            kept.append(route)
-        if not kept:
-            raise refusals[0]
-        return replace(plan, candidates=tuple(kept))
 
     def _new_job(
         self,

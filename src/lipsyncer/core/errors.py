@@ -157,8 +157,11 @@ class ProviderError(LipsyncError):
         accepted: bool | None = False,
         details: Any = None,
         fix: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, fix=fix)
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (429, and 503s that say so)."""
         self.provider = provider
         self.status_code = status_code
         self.code = code
@@ -185,10 +188,9 @@ class QuotaExceededError(ProviderError):
 
 
 class RateLimitedError(ProviderError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("retryable", True)
         super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 class ProviderUnavailableError(ProviderError):

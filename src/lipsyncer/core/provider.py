@@ -114,6 +114,8 @@ class Provider(abc.ABC):
     webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https", "http"})
     uploads_local_files: ClassVar[bool] = False
     """True when the provider hosts local files itself; otherwise a configured storage must."""
+    accepts_data_uris: ClassVar[bool] = True
+    """False when only http(s) URLs reach the API: data URIs then need hosting like local files."""
     hosts: ClassVar[tuple[str, ...]] = ()
     """The real hosts this provider talks to; a configured ``base_url`` rebases exactly these."""
     docs_url: ClassVar[str | None] = None

@@ -124,10 +124,7 @@ class Router:
         """Order the routes that can serve ``request``; raise :class:`NoRouteError` when none can."""
         wanted = request.options()
         pinned = request.pinned_provider
-        has_local = request.video.kind in (MediaKind.PATH, MediaKind.BYTES) or request.audio.kind in (
-            MediaKind.PATH,
-            MediaKind.BYTES,
-        )
+        kinds = {request.video.kind, request.audio.kind}
         if pinned is not None and pinned not in self.providers:
             raise NoRouteError(
                 f"provider {pinned!r} is not installed",
@@ -162,15 +159,7 @@ class Router:
                 names = ", ".join(sorted(o.value for o in missing))
                 excluded.append(Exclusion(route.id, f"does not honour {names}", "option", missing))
                 continue
-            if request.webhook_url is not None:
-                scheme = request.webhook_url.split(":", 1)[0].lower()
-                if scheme not in cls.webhook_schemes:
-                    schemes = "/".join(sorted(cls.webhook_schemes))
-                    excluded.append(
-                        Exclusion(route.id, f"delivers webhooks only to {schemes} URLs", "option")
-                    )
-                    continue
-            if has_local and not cls.uploads_local_files and self._storage is None:
+            if _needs_hosting(cls, kinds) and self._storage is None:
                 excluded.append(
                     Exclusion(route.id, "cannot take local files and no storage is configured", "storage")
                 )
@@ -223,3 +212,11 @@ class Router:
             if blocked and honouring:
                 out.append(f"{option.value} is honoured by {', '.join(honouring)}")
         return out
+
+
+def _needs_hosting(cls: type[Provider], kinds: set[MediaKind]) -> bool:
+    """Inputs the provider cannot fetch or upload itself: they must go through a configured storage."""
+    if cls.uploads_local_files:
+        return False
+    hosted = {MediaKind.PATH, MediaKind.BYTES} | (set() if cls.accepts_data_uris else {MediaKind.DATA_URI})
+    return bool(kinds & hosted)

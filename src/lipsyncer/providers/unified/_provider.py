@@ -1,0 +1,411 @@
+"""``UnifiedProvider``: the I/O against the unified task API; wire shapes live in ``_wire`` and ``_errors``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import mimetypes
+from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
+from importlib import metadata
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+import httpx
+
+from lipsyncer.core.errors import (
+    JobFailedError,
+    MissingCredentialsError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    StorageError,
+    SubmitOutcomeUnknownError,
+    UnsupportedOptionError,
+    WebhookVerificationError,
+)
+from lipsyncer.core.provider import (
+    ModelSpec,
+    Provider,
+    ProviderContext,
+    ProviderOutput,
+    Submission,
+    WebhookEvent,
+)
+from lipsyncer.core.schema import (
+    Job,
+    JobState,
+    JobStatus,
+    LipsyncRequest,
+    MediaKind,
+    MediaSource,
+    Option,
+    VideoFile,
+    utcnow,
+)
+
+from ._errors import error_from_response, redact
+from ._wire import (
+    DEFAULT_BASE_URL,
+    ENDPOINT,
+    MEDIA_FIELDS,
+    TASKS,
+    Task,
+    callback_refusal,
+    create_body,
+    is_task_id,
+    job_status,
+    parse_task,
+)
+
+__all__ = ["UnifiedProvider"]
+
+log = logging.getLogger("lipsyncer.providers.unified")
+
+DEFAULT_CALL_TIMEOUT = 30.0
+DEFAULT_RESULT_TTL = 24 * 3600.0
+
+# Transport failures that prove the request never left: safe to send again, here or elsewhere.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+_LIPSYNC_2_OPTIONS = frozenset({Option.SYNC_MODE, Option.TEMPERATURE, Option.SPEAKER_AUTO, Option.WEBHOOK})
+_SYNC_3_OPTIONS = frozenset({Option.SYNC_MODE, Option.WEBHOOK})
+
+
+def _user_agent() -> str:
+    try:
+        return f"lipsyncer/{metadata.version('lipsyncer')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "lipsyncer"
+
+
+def _data_uri_bytes(media: MediaSource) -> MediaSource:
+    """The payload of a data URI as in-memory bytes, named after its MIME type so a storage can label it."""
+    header, _, payload = str(media.value).partition(",")
+    mime = header[5:].split(";", 1)[0] or "application/octet-stream"
+    data = base64.b64decode(payload) if header.lower().endswith(";base64") else unquote_to_bytes(payload)
+    name = "media" + (mimetypes.guess_extension(mime) or ".bin")
+    return MediaSource(kind=MediaKind.BYTES, value=data, name=name)
+
+
+class UnifiedProvider(Provider):
+    """lipsync-2, lipsync-2-pro and sync-3 through the unified task API; one httpx client per instance."""
+
+    id = "unified"
+    description = "Unified task API (api.evolink.ai and white-label copies): lipsync-2, lipsync-2-pro, sync-3"
+    # The API publishes no price for these models: sync.so's upper per-second list prices are the declared
+    # default (config `prices` overrides them). Speeds: the reference's upper bounds for a 30 s clip.
+    models = (
+        ModelSpec(
+            id="lipsync-2",
+            endpoint=ENDPOINT,
+            options=_LIPSYNC_2_OPTIONS,
+            price_per_second=Decimal("0.05"),
+            seconds_per_output_second=6.0,
+        ),
+        ModelSpec(
+            id="lipsync-2-pro",
+            endpoint=ENDPOINT,
+            options=_LIPSYNC_2_OPTIONS,
+            price_per_second=Decimal("0.083"),
+            seconds_per_output_second=10.0,
+        ),
+        ModelSpec(
+            id="sync-3",
+            endpoint=ENDPOINT,
+            options=_SYNC_3_OPTIONS,
+            price_per_second=Decimal("0.133"),
+            seconds_per_output_second=30.0,
+        ),
+    )
+    credential_env = "EVOLINK_API_KEY"
+    can_cancel = False
+    accepts_webhooks = True
+    webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https"})
+    accepts_data_uris: ClassVar[bool] = False
+    uploads_local_files = False
+    hosts = ("api.evolink.ai",)
+    docs_url = "https://docs.evolink.ai"
+    default_priority = 70  # behind fal: no cancel, and local files need a storage
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self._client: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def base_url(self) -> str:
+        return (self.context.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def _option(self, name: str, default: Any = None) -> Any:
+        options = getattr(self.context.settings, "options", None) or {}
+        return options.get(name, default)
+
+    def _flag(self, name: str) -> bool:
+        value = self._option(name, False)
+        if isinstance(value, str):
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+        return bool(value)
+
+    @property
+    def media_fields(self) -> tuple[str, str]:
+        """The create call's (video, audio) field names: ``options.media_fields`` = "current" or "legacy"."""
+        choice = str(self._option("media_fields", "current"))
+        if choice not in MEDIA_FIELDS:
+            raise UnsupportedOptionError(
+                f"unknown media_fields {choice!r}",
+                option="media_fields",
+                provider=self.id,
+                fix=f"set providers.unified.options.media_fields to one of: {', '.join(MEDIA_FIELDS)}",
+            )
+        return MEDIA_FIELDS[choice]
+
+    @property
+    def result_ttl(self) -> timedelta:
+        return timedelta(seconds=float(self._option("result_ttl_seconds", DEFAULT_RESULT_TTL)))
+
+    @property
+    def call_timeout(self) -> float:
+        polling = getattr(self.context.settings, "polling", None)
+        return float(getattr(polling, "call_timeout", None) or DEFAULT_CALL_TIMEOUT)
+
+    # ------------------------------------------------------------------ before any request
+
+    def check(self, request: LipsyncRequest, model: ModelSpec) -> None:
+        """The base option check, plus the callback rules: HTTPS, at most 2048 chars, no private address."""
+        if request.webhook_url is None:
+            super().check(request, model)
+            return
+        # The base check refuses every http URL; the insecure-loopback allowance is decided here instead.
+        super().check(request.model_copy(update={"webhook_url": None}), model)
+        refusal = (
+            (f"{model.id} takes no callbacks", "drop webhook_url")
+            if not model.honours(Option.WEBHOOK)
+            else callback_refusal(
+                request.webhook_url, allow_insecure_loopback=self._flag("allow_insecure_callbacks")
+            )
+        )
+        if refusal is not None:
+            message, fix = refusal
+            raise UnsupportedOptionError(
+                f"{self.id}: {message}", option=Option.WEBHOOK.value, provider=self.id, fix=fix
+            )
+
+    async def stage(self, media: MediaSource) -> str:
+        """Only http(s) URLs reach the API: paths, bytes and data URIs are hosted by the configured storage."""
+        if media.kind is MediaKind.URL:
+            return str(media.value)
+        if self.context.storage is None:
+            raise StorageError(
+                f"{self.id} fetches media by public URL only and no storage is configured ({media.describe()})",
+                fix="pass a public http(s) URL, or set `storage` in the config (e.g. 'fal-cdn')",
+            )
+        if media.kind is MediaKind.DATA_URI:
+            media = _data_uri_bytes(media)  # storages pass data URIs through; this API cannot fetch them
+        return await self.context.storage.put(media)
+
+    def body(
+        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+    ) -> dict[str, Any]:
+        """The exact JSON the create call sends; StorageError when a medium is not an http(s) URL."""
+        for field, url in (("video", video_url), ("audio", audio_url)):
+            parts = urlsplit(url)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise StorageError(
+                    f"{self.id} fetches {field} by public http(s) URL only, got {url[:40]!r}",
+                    fix="pass a public URL, or set `storage` in the config (e.g. 'fal-cdn') to host the file",
+                )
+        return create_body(
+            request, model, video_url=video_url, audio_url=audio_url, media_fields=self.media_fields
+        )
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self.context.transport,
+                base_url=self.base_url,
+                timeout=httpx.Timeout(self.call_timeout),
+                headers={"User-Agent": _user_agent(), "Accept": "application/json"},
+            )
+        return self._client
+
+    def _auth(self) -> dict[str, str]:
+        if self.context.api_key is None:
+            env = (
+                getattr(self.context.settings, "api_key_env", None)
+                or self.credential_env
+                or "EVOLINK_API_KEY"
+            )
+            raise MissingCredentialsError(self.id, env)
+        return {"Authorization": f"Bearer {self.context.key()}"}
+
+    def _scrub(self, value: Any) -> Any:
+        """Keep the key out of messages, details and raw bodies, even if a proxy echoes it back."""
+        key = self.context.api_key.get_secret_value() if self.context.api_key is not None else ""
+        return redact(value, key) if key else value
+
+    async def _get_task(self, task_id: str) -> Task:
+        """One look-up of an accepted task; transient failures are retryable (the poller retries them)."""
+        path = TASKS + quote(task_id, safe="")
+        try:
+            response = await self._http().get(path, headers=self._auth())
+        except httpx.TransportError as exc:
+            raise ProviderUnavailableError(
+                f"task look-up failed: {type(exc).__name__}: {self._scrub(str(exc))}",
+                provider=self.id,
+                code="transport_error",
+                retryable=True,
+                accepted=True,
+            ) from None
+        log.debug("GET %s -> %s", path, response.status_code)
+        if response.status_code != 200:
+            raise error_from_response(
+                response, provider=self.id, accepted=True, task_id=task_id, scrub=self._scrub
+            )
+        try:
+            return parse_task(self._scrub(response.json()))
+        except ValueError as exc:
+            raise ProviderUnavailableError(
+                f"unexpected task body: {exc}",
+                provider=self.id,
+                status_code=response.status_code,
+                code="bad_response",
+                retryable=True,
+                accepted=True,
+            ) from None
+
+    # ------------------------------------------------------------------ the work
+
+    async def submit(
+        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+    ) -> Submission:
+        self.check(request, model)
+        body = self.body(request, model, video_url=video_url, audio_url=audio_url)
+        headers = self._auth()
+        try:
+            response = await self._http().post(ENDPOINT, json=body, headers=headers)
+        except _NOT_SENT as exc:
+            raise ProviderUnavailableError(
+                f"could not reach {self.base_url}: {type(exc).__name__}: {self._scrub(str(exc))}",
+                provider=self.id,
+                code="connect_error",
+                retryable=True,
+                accepted=False,
+            ) from None
+        except httpx.TransportError as exc:
+            # The create call left: the task may exist and be billed. It is never sent again.
+            raise SubmitOutcomeUnknownError(
+                f"the create call to {self.id} was sent but no answer came back ({type(exc).__name__}); "
+                "the task may exist",
+                provider=self.id,
+            ) from None
+        log.debug("POST %s model=%s -> %s", ENDPOINT, body["model"], response.status_code)
+        if response.status_code == 504:
+            raise SubmitOutcomeUnknownError(
+                f"{self.id} answered 504 (gateway timeout) to the create call; the task may exist",
+                provider=self.id,
+            )
+        if response.status_code != 200:
+            raise error_from_response(response, provider=self.id, accepted=False, scrub=self._scrub)
+        try:
+            task = parse_task(self._scrub(response.json()))
+        except ValueError:
+            raise SubmitOutcomeUnknownError(
+                f"{self.id} answered the create call without a task id; the task may exist", provider=self.id
+            ) from None
+        log.info("unified task %s created (model %s)", task.id, body["model"])
+        return Submission(
+            remote_id=task.id,
+            endpoint=model.endpoint,
+            status_url=self.base_url + TASKS + quote(task.id, safe=""),
+            provider_data={k: task.raw[k] for k in ("created", "task_info", "usage") if k in task.raw},
+            initial_status=job_status(task),
+        )
+
+    def _task_id(self, job: Job) -> str:
+        if not job.remote_id:
+            raise ProviderError(
+                "the job has no task id (its submit's outcome is unknown) and the unified API cannot list tasks",
+                provider=self.id,
+                code="no_remote_id",
+                accepted=None,
+                fix="look the task up in the provider's dashboard",
+            )
+        return job.remote_id
+
+    async def status(self, job: Job) -> JobStatus:
+        return job_status(await self._get_task(self._task_id(job)))
+
+    def _output(self, task: Task) -> ProviderOutput:
+        url = task.results[0]
+        # The body has no completion time: count the TTL from creation, so expires_at is never late.
+        start = task.finished or task.created or utcnow()
+        name = urlsplit(url).path.rsplit("/", 1)[-1] or None
+        video = VideoFile(url=url, file_name=name, expires_at=start + self.result_ttl)
+        return ProviderOutput(video=video, raw=task.raw)
+
+    async def result(self, job: Job) -> ProviderOutput:
+        task = await self._get_task(self._task_id(job))
+        if task.state is JobState.COMPLETED:
+            if not task.results:
+                raise JobFailedError(
+                    f"task {task.id} completed without a result link",
+                    job=job,
+                    code="generation_failed_no_content",
+                    reason="completed without results",
+                    retryable=True,
+                )
+            return self._output(task)
+        if task.state.finished:
+            status = job_status(task)
+            reason = status.error_message or "no reason given"
+            raise JobFailedError(
+                f"task {task.id} {task.status}: {status.error_code}: {reason}",
+                job=job,
+                code=status.error_code,
+                reason=reason,
+                retryable=bool(status.retryable),
+            )
+        raise ProviderError(
+            f"task {task.id} is {task.status}, not completed",
+            provider=self.id,
+            code="not_finished",
+            retryable=True,
+            accepted=True,
+        )
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Callbacks are unsigned, so only a hint: take the task id from the body, trust only a fresh look-up."""
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise WebhookVerificationError("unified callback body is not JSON") from None
+        task_id = data.get("id") if isinstance(data, dict) else None
+        if not is_task_id(task_id):
+            raise WebhookVerificationError("unified callback body has no valid task-unified- id")
+        try:
+            task = await self._get_task(task_id)
+        except ProviderRejectedError as exc:
+            if exc.code in ("task_not_found", "invalid_task_id"):
+                raise WebhookVerificationError(f"callback names task {task_id}, unknown to the API") from None
+            raise
+        if task.id != task_id:
+            raise WebhookVerificationError(f"the look-up of {task_id} returned task {task.id}")
+        output = self._output(task) if task.state is JobState.COMPLETED and task.results else None
+        return WebhookEvent(
+            remote_id=task.id,
+            status=job_status(task),
+            output=output,
+            delivery_id=f"{task.id}:{task.status}",
+            raw=task.raw,
+        )
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

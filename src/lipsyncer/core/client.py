@@ -165,10 +165,15 @@ class AsyncLipsyncer:
                     api_key=self._key(cls),
                     transport=self._transport_for(cls.hosts, conf.base_url),
                     storage=self._storage_instance(),
-                    options=conf.options,
+                    options=self._options(conf.options),
                 )
             )
         return self._providers[provider_id]
+
+    def _options(self, own: Mapping[str, Any]) -> dict[str, Any]:
+        """Provider options, with the client-wide settings a provider may read (its own win)."""
+        shared = {"webhook_jwks_url": self.settings.webhook_jwks_url} if self.settings.webhook_jwks_url else {}
+        return {**shared, **own}
 
     def _storage_instance(self) -> Storage | None:
         name = self.settings.storage
@@ -569,8 +574,8 @@ class AsyncLipsyncer:
         if job.state.finished:
             return job  # a retried or duplicated delivery: nothing more to do
         self._record(job, event.status)
-        if event.status.state is JobState.COMPLETED and event.output is not None:
-            await self._complete(job, provider, event.output)
+        if event.status.state is JobState.COMPLETED:
+            await self._complete(job, provider, event.output)  # fetches the output when the body had none
         elif event.status.state in (JobState.FAILED, JobState.CANCELLED):
             self._fail(job, event.status)
         if job.id in self._wakeups:

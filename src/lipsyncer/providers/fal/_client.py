@@ -1,8 +1,12 @@
-"""fal-client's AsyncClient with a transport seam.
+"""fal-client's AsyncClient with a transport seam and a guard against submitting a job twice.
 
 fal-client builds its httpx clients internally (queue, CDN, CDN token) and its token manager even opens a
 fresh client per refresh. Overriding these three members is the narrowest way to route every fal call through
 a transport of ours (sandbox, gateway, loopback) while keeping fal-client's own retry and parsing logic.
+
+fal-client retries any ``httpx.TransportError``, including a read error after a submit was sent: that could
+queue (and bill) the job twice. :class:`SubmitGuard` sits under the queue client, always, and turns such errors
+into :class:`SubmitSent`, which is not an ``httpx.HTTPError`` and so passes through fal-client's retry loop.
 Verified against fal-client 1.0.x.
 """
 
@@ -12,26 +16,148 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import fal_client
 import httpx
 from asyncstdlib import cached_property as async_cached_property
-from fal_client.client import USER_AGENT, AsyncCDNTokenManager, CDNToken
+from fal_client.auth import FAL_QUEUE_RUN_HOST, FAL_RUN_HOST, AuthCredentials
+from fal_client.client import (
+    QUEUE_POLL_TIMEOUT,
+    USER_AGENT,
+    AsyncBackupDomainTransport,
+    AsyncCDNTokenManager,
+    AsyncRequestHandle,
+    CDNToken,
+    _async_maybe_retry_request,
+)
 
-__all__ = ["FAL_HOSTS", "FalAsyncClient"]
+from ...core.http import RebaseTransport
 
-FAL_HOSTS = ("queue.fal.run", "fal.run", "rest.fal.ai", "rest.alpha.fal.ai", "v3.fal.media", "fal.media")
+__all__ = ["FAL_HOSTS", "FalAsyncClient", "SubmitGuard", "SubmitSent", "borrow", "fal_transport"]
+
+FAL_HOSTS = (
+    "queue.fal.run",
+    "fal.run",
+    "queue.falrun.com",
+    "falrun.com",
+    "rest.fal.ai",
+    "rest.alpha.fal.ai",
+    "v3.fal.media",
+    "v3b.fal.media",
+    "fal.media",
+)
+"""Every host fal-client or fal's outputs use (``falrun.com``: fal-client's backup domains)."""
+
+_SUBMIT_HOSTS = frozenset(
+    {FAL_QUEUE_RUN_HOST, FAL_RUN_HOST, "queue.fal.run", "fal.run", "queue.falrun.com", "falrun.com"}
+)
+"""Hosts where a POST queues or runs a paid job."""
+_QUEUE_HOSTS = frozenset({FAL_QUEUE_RUN_HOST, "queue.fal.run", "queue.falrun.com"})
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+"""Transport errors raised before a byte of the request left: safe for fal-client to retry."""
 
 
-class _TokenManager(AsyncCDNTokenManager):  # type: ignore[misc]
-    def __init__(self, auth: Any, transport: httpx.AsyncBaseTransport | None) -> None:
+class SubmitSent(Exception):
+    """A submit left this process but its answer was lost; the job may exist. Never an ``httpx.HTTPError``."""
+
+    def __init__(self, url: httpx.URL, cause: Exception) -> None:
+        super().__init__(
+            f"POST {url.copy_with(query=None)}: {type(cause).__name__} after the request was sent"
+        )
+        self.url = url
+
+
+class SubmitGuard(httpx.AsyncBaseTransport):
+    """Lets fal-client retry a submit only when nothing was sent (connect errors); anything later is final."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, owns_inner: bool) -> None:
+        self._inner = inner
+        self._owns_inner = owns_inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or request.url.host not in _SUBMIT_HOSTS:
+            return await self._inner.handle_async_request(request)
+        url = request.url  # inner transports may rebase the request in place
+        try:
+            response = await self._inner.handle_async_request(request)
+        except _NOTHING_SENT:
+            raise
+        except httpx.TransportError as exc:
+            raise SubmitSent(url, exc) from exc
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _GuardedStream(response.stream, url)
+        return response
+
+    async def aclose(self) -> None:
+        if self._owns_inner:
+            await self._inner.aclose()
+
+
+class _GuardedStream(httpx.AsyncByteStream):
+    """The response body of a submit: losing it mid-way is as unknown an outcome as losing the headers."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, url: httpx.URL) -> None:
+        self._stream = stream
+        self._url = url
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except httpx.TransportError as exc:
+            raise SubmitSent(self._url, exc) from exc
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A transport someone else owns: short-lived clients (``async with``) must not close it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Left to the owner."""
+
+
+def borrow(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport | None:
+    """``transport`` for a short-lived ``async with httpx.AsyncClient(...)``, which would otherwise close it."""
+    return None if transport is None else _Borrowed(transport)
+
+
+def fal_transport(
+    transport: httpx.AsyncBaseTransport | None, base_url: str | None
+) -> httpx.AsyncBaseTransport | None:
+    """The transport for fal calls: ``transport`` (borrowed, never closed here), rebased onto ``base_url``.
+
+    The result belongs to the caller, and closing it never closes ``transport``. None means fal-client's
+    default network path.
+    """
+    borrowed = borrow(transport)
+    if base_url:
+        return RebaseTransport(base_url, hosts=FAL_HOSTS, transport=borrowed)
+    return borrowed
+
+
+def _parse_expiry(text: str) -> datetime:
+    """fal's ``expires_at``; a trailing ``Z`` (not parsed by Python 3.10) and naive times are read as UTC."""
+    when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+class _TokenManager(AsyncCDNTokenManager):
+    def __init__(self, auth: AuthCredentials, transport: httpx.AsyncBaseTransport | None) -> None:
         super().__init__(auth)
         self._transport = transport
 
     async def _refresh_token(self) -> CDNToken:
-        async with httpx.AsyncClient(transport=self._transport) as client:
+        async with httpx.AsyncClient(transport=borrow(self._transport)) as client:
             response = await client.post(self._url, headers=self._headers, json={})
             response.raise_for_status()
             data = response.json()
@@ -39,23 +165,26 @@ class _TokenManager(AsyncCDNTokenManager):  # type: ignore[misc]
             token=data["token"],
             token_type=data["token_type"],
             base_upload_url=data["base_url"],
-            expires_at=datetime.fromisoformat(data["expires_at"]),
+            expires_at=_parse_expiry(data["expires_at"]),
         )
 
 
 @dataclass(unsafe_hash=True)
-class FalAsyncClient(fal_client.AsyncClient):  # type: ignore[misc]
-    """``fal_client.AsyncClient`` whose every request goes through ``transport`` (None: fal-client's default)."""
+class FalAsyncClient(fal_client.AsyncClient):
+    """``fal_client.AsyncClient`` whose every request goes through ``transport`` (None: fal's default path).
+
+    ``transport`` is borrowed: :meth:`aclose` closes what this client built, never ``transport``. Pass ``key``
+    explicitly; fal-client would otherwise read ``FAL_KEY`` or ``~/.fal`` from the process.
+    """
 
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False, hash=False)
 
     @async_cached_property(asyncio.Lock)
     async def _client(self) -> httpx.AsyncClient:
-        if self.transport is None:
-            return await super()._client  # type: ignore[no-any-return]
         auth = await self._auth
+        inner = AsyncBackupDomainTransport() if self.transport is None else self.transport
         return httpx.AsyncClient(
-            transport=self.transport,
+            transport=SubmitGuard(inner, owns_inner=self.transport is None),
             headers={"Authorization": auth.header_value, "User-Agent": USER_AGENT},
             timeout=self.default_timeout,
         )
@@ -67,9 +196,42 @@ class FalAsyncClient(fal_client.AsyncClient):  # type: ignore[misc]
     @asynccontextmanager
     async def _cdn_client(self) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(
-            transport=self.transport, headers={"User-Agent": USER_AGENT}, timeout=self.default_timeout
+            transport=borrow(self.transport), headers={"User-Agent": USER_AGENT}, timeout=self.default_timeout
         ) as client:
             yield client
+
+    async def handle(
+        self,
+        application: str,
+        request_id: str,
+        *,
+        status_url: str | None = None,
+        response_url: str | None = None,
+        cancel_url: str | None = None,
+    ) -> AsyncRequestHandle:
+        """A handle for a stored job: fal's own URLs when they point at fal's queue, else derived from the ids.
+
+        A URL on any other host is ignored, so a tampered job store cannot make us send the key elsewhere.
+        """
+        derived = await self.get_handle(application, request_id)
+        urls = (status_url, response_url, cancel_url)
+        if not all(url and httpx.URL(url).host in _QUEUE_HOSTS for url in urls):
+            return derived
+        assert status_url and response_url and cancel_url
+        return AsyncRequestHandle(
+            request_id=request_id,
+            response_url=response_url,
+            status_url=status_url,
+            cancel_url=cancel_url,
+            client=derived.client,
+        )
+
+    async def response(self, handle: AsyncRequestHandle) -> Any:
+        """The output of a finished request in one GET (``handle.get()`` first polls status every 0.1 s)."""
+        reply = await _async_maybe_retry_request(
+            handle.client, "GET", handle.response_url, timeout=QUEUE_POLL_TIMEOUT
+        )
+        return reply.json()
 
     async def aclose(self) -> None:
         """Close the cached queue client (fal-client leaves it open for the process's life)."""

@@ -1,0 +1,44 @@
+"""Offline, faithful emulator of fal's queue API and the unified task API, with real MP4 output.
+
+In-process::
+
+    with Sandbox() as sandbox:
+        fal = FalAsyncClient(key=sandbox.config.fal_key, transport=sandbox.transport())
+
+On loopback::
+
+    with Sandbox() as sandbox, serve_in_thread(sandbox) as server:
+        fal = FalAsyncClient(key=..., transport=RebaseTransport(server.base_url))
+
+See ``docs/sandbox.md`` for the wire contracts, faults and what is not emulated.
+"""
+
+from __future__ import annotations
+
+from .app import Sandbox
+from .config import SandboxConfig
+from .faults import Fault, FaultStats
+from .jobs import JobView
+from .media import SANDBOX_TAG, read_frame_indices, render_lipsync, write_sample_audio, write_sample_video
+from .recording import RecordedRequest, WebhookDelivery
+from .server import LoopbackServer, serve, serve_in_thread
+from .webhooks import signed_message
+
+__all__ = [
+    "SANDBOX_TAG",
+    "Fault",
+    "FaultStats",
+    "JobView",
+    "LoopbackServer",
+    "RecordedRequest",
+    "Sandbox",
+    "SandboxConfig",
+    "WebhookDelivery",
+    "read_frame_indices",
+    "render_lipsync",
+    "serve",
+    "serve_in_thread",
+    "signed_message",
+    "write_sample_audio",
+    "write_sample_video",
+]

@@ -1,0 +1,62 @@
+"""A single timer thread: runs short callbacks at monotonic deadlines (webhook times, delivery retries).
+
+Job state itself is computed from the wall clock on every request, so nothing here drives it; the timer only
+exists for what the sandbox must *do* at a given time without a client asking.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, name: str = "lipsyncer-sandbox-timer") -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on the timer thread at ``time.monotonic() >= when``; False once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            heapq.heappush(self._heap, (when, next(self._counter), fn))
+            self._cond.notify()
+            return True
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> bool:
+        return self.call_at(time.monotonic() + max(0.0, delay), fn)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic())
+                    self._cond.wait(timeout)
+                if self._closed:
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # a failing callback must not stop the timer
+                log.exception("sandbox timer callback failed")

@@ -58,7 +58,9 @@ def webhook_app(client: AsyncLipsyncer) -> Callable[[Scope, Receive, Send], Awai
             log.error("could not handle %s webhook: %s", provider_id, exc)
             await _reply(send, 500, {"error": "not handled; deliver again"})
         else:
-            await _reply(send, 200, {"job": job.id if job else None, "state": job.state.value if job else None})
+            await _reply(
+                send, 200, {"job": job.id if job else None, "state": job.state.value if job else None}
+            )
 
     return app
 

@@ -172,7 +172,9 @@ class AsyncLipsyncer:
 
     def _options(self, own: Mapping[str, Any]) -> dict[str, Any]:
         """Provider options, with the client-wide settings a provider may read (its own win)."""
-        shared = {"webhook_jwks_url": self.settings.webhook_jwks_url} if self.settings.webhook_jwks_url else {}
+        shared = (
+            {"webhook_jwks_url": self.settings.webhook_jwks_url} if self.settings.webhook_jwks_url else {}
+        )
         return {**shared, **own}
 
     def _storage_instance(self) -> Storage | None:

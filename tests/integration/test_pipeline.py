@@ -1,0 +1,185 @@
+"""The whole pipeline through the client: router -> provider plugin -> fal-client/httpx -> sandbox -> download."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lipsyncer import (
+    AsyncLipsyncer,
+    JobFailedError,
+    JobState,
+    LipsyncRequest,
+    NoRouteError,
+    SubmitOutcomeUnknownError,
+    SyncMode,
+)
+from lipsyncer.contrib.sandbox import Fault, Sandbox
+from lipsyncer.contrib.sandbox.testing import SampleMedia
+from lipsyncer.core.media import output_duration, probe
+
+pytestmark = pytest.mark.anyio
+
+SCRIPT_CONFIGS = {
+    "unified": 'only = ["unified"]\nstorage = "fal-cdn"\n',
+    "fal-v2": 'only = ["fal-v2"]\n',
+    "fal-v2-pro": 'only = ["fal-v2-pro"]\n',
+}
+
+
+async def script(client: AsyncLipsyncer, media: SampleMedia, out: Path) -> tuple[str, float]:
+    """One user script, unchanged across backends."""
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2-pro", sync_mode="loop")
+    result = await client.run(request, save_to=out)
+    return result.served_by.provider, probe(out).duration
+
+
+@pytest.mark.parametrize("backend", sorted(SCRIPT_CONFIGS))
+async def test_same_script_runs_on_each_backend_by_config_only(
+    backend: str,
+    make_client: Callable[..., AsyncLipsyncer],
+    media: SampleMedia,
+    tmp_path: Path,
+    sandbox: Sandbox,
+) -> None:
+    config = tmp_path / "lipsyncer.toml"
+    config.write_text(SCRIPT_CONFIGS[backend])
+    async with make_client(config=config) as client:
+        served, seconds = await script(client, media, tmp_path / f"{backend}.mp4")
+    assert served == backend
+    expected = output_duration(SyncMode.LOOP, probe(media.video).duration, probe(media.audio).duration)
+    assert abs(seconds - expected) <= 1 / 25 + 0.03
+    assert not sandbox.ignored_fields or all(not v for v in sandbox.ignored_fields.values())
+
+
+async def test_local_files_go_through_fal_v3_uploads(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    async with make_client() as client:
+        request = LipsyncRequest(
+            video=media.video, audio=media.long_audio, model="sync-3", sync_mode="bounce", active_speaker=True
+        )
+        result = await client.run(request, save_to=tmp_path / "v3.mp4")
+    assert result.served_by.provider == "fal-v3"
+    uploads = sandbox.find_requests(api="cdn", operation="upload")
+    assert len(uploads) == 2
+    submit = sandbox.submits()[0]
+    assert submit.body["video_url"].startswith("https://v3.fal.media/files/")
+    assert submit.body["options"]["active_speaker_detection"] == {"auto_detect": True}
+    assert result.cost is not None and result.cost.basis == "output_duration"
+    assert result.cost.seconds == pytest.approx(probe(tmp_path / "v3.mp4").duration, abs=0.05)
+    assert result.video.duration is not None
+
+
+async def test_unified_with_local_file_and_no_storage_fails_before_any_request(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    async with make_client(only=["unified"]) as client:
+        request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+        with pytest.raises(NoRouteError, match="cannot take local files and no storage is configured"):
+            await client.submit(request)
+    assert sandbox.requests == []
+
+
+async def test_fallback_on_a_refusal_before_acceptance_lists_both_attempts(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    sandbox.add_fault(
+        Fault(
+            kind="http_error",
+            api="fal",
+            operation="submit",
+            endpoint="fal-ai/sync-lipsync/v2/pro",
+            status=503,
+        )
+    )
+    async with make_client() as client:
+        request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2-pro")
+        plan = client.route(request)
+        assert [r.id for r in plan.candidates][:2] == ["fal-v2-pro:lipsync-2-pro", "fal-v2:lipsync-2-pro"]
+        result = await client.run(request)
+    assert result.served_by.provider == "fal-v2"
+    assert [(a.provider, a.error) for a in result.attempts] == [
+        ("fal-v2-pro", "ProviderUnavailableError"),
+        ("fal-v2", None),
+    ]
+    assert result.attempts[0].may_have_been_billed is False
+    assert result.attempts[1].may_have_been_billed is True
+    assert [s.endpoint for s in sandbox.submits()] == ["fal-ai/sync-lipsync/v2/pro", "fal-ai/sync-lipsync/v2"]
+
+
+async def test_unknown_submit_outcome_is_never_resent_nor_fallen_back(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    sandbox.add_fault(Fault(kind="drop_after_accept", api="fal", operation="submit"))
+    async with make_client() as client:
+        request = LipsyncRequest(
+            video="https://v3.fal.media/files/x/v.mp4", audio=media.audio, model="lipsync-2-pro"
+        )
+        with pytest.raises(SubmitOutcomeUnknownError) as info:
+            await client.submit(request)
+        job = info.value.job
+        assert job is not None and job.state is JobState.UNKNOWN and job.remote_id is None
+        stored = client.store.get(job.id)
+        assert stored is not None and stored.attempts[-1].may_have_been_billed
+        with pytest.raises(SubmitOutcomeUnknownError):
+            await client.wait(job.id)
+    assert len(sandbox.submits()) == 1, "an unknown outcome must never be sent again, anywhere"
+
+
+async def test_a_failed_job_does_not_fall_back(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    sandbox.add_fault(Fault(kind="job_error", api="fal", error_type="face_detection_error"))
+    async with make_client() as client:
+        request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2-pro")
+        job = await client.submit(request)
+        with pytest.raises(JobFailedError) as info:
+            await client.wait(job)
+    assert info.value.code == "face_detection_error"
+    assert len(sandbox.submits()) == 1
+    stored = client.store.get(job.id)
+    assert stored is not None and stored.state is JobState.FAILED
+    assert stored.error_code == "face_detection_error"
+
+
+async def test_status_history_is_recorded_and_resume_finishes_a_stored_job(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    async with make_client() as first:
+        job = await first.submit(
+            LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-1.9.0-beta"),
+            save_to=tmp_path / "resumed.mp4",
+        )
+    async with make_client() as second:  # a new client, as after a restart
+        (outcome,) = await second.resume()
+        assert not isinstance(outcome, Exception)
+        assert outcome.saved_to == str((tmp_path / "resumed.mp4").resolve())
+        states = [s.state for s in second.store.history(job.id)]
+    assert states[-1] is JobState.COMPLETED
+    assert JobState.RUNNING in states or JobState.QUEUED in states
+    assert len(sandbox.submits()) == 1
+
+
+async def test_deadline_exceeded_keeps_the_job_resumable(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    from lipsyncer import DeadlineExceededError
+
+    sandbox.add_fault(Fault(kind="slow", api="fal", operation="status", seconds=0.05))
+    async with make_client(
+        polling={
+            "initial_interval": 0.02,
+            "max_interval": 0.05,
+            "start_deadline": 0.01,
+            "total_deadline": 0.02,
+        }
+    ) as client:
+        job = await client.submit(LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2"))
+        with pytest.raises(DeadlineExceededError) as info:
+            await client.wait(job)
+        assert info.value.job is not None and info.value.job.id == job.id
+        stored = client.store.get(job.id)
+        assert stored is not None and not stored.state.finished

@@ -30,7 +30,6 @@ async def download_video(
     dest: str | Path,
     *,
     max_resumes: int = 5,
-    chunk_size: int = 1 << 16,
 ) -> Path:
     dest = Path(dest).expanduser()
     if video.expires_at is not None and utcnow() >= video.expires_at:
@@ -68,7 +67,8 @@ async def download_video(
                 with open(part, "r+b" if offset else "wb") as fh:  # noqa: ASYNC230
                     fh.seek(offset)
                     fh.truncate()
-                    async for chunk in response.aiter_bytes(chunk_size):
+                    # No chunk_size: a re-chunking buffer would lose what arrived before a cut.
+                    async for chunk in response.aiter_bytes():
                         fh.write(chunk)
                         offset += len(chunk)
             last_error = None

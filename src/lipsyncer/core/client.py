@@ -96,6 +96,7 @@ class AsyncLipsyncer:
             plugins=plugins,
         )
         self._transport = transport
+        self._own_store = store is None
         self.store: JobStore = (
             store
             if store is not None
@@ -129,6 +130,8 @@ class AsyncLipsyncer:
             await client.aclose()
         self._providers.clear()
         self._http.clear()
+        if self._own_store and isinstance(self.store, SQLiteJobStore):
+            self.store.close()
 
     # ------------------------------------------------------------------ wiring
 
@@ -369,9 +372,9 @@ class AsyncLipsyncer:
         return provider, spec
 
     def _record(self, job: Job, status: JobStatus) -> bool:
-        """Store a look-up; returns True when the state or progress changed."""
-        previous = self.store.history(job.id)[-1:]
-        changed = not previous or (previous[0].state, previous[0].progress, previous[0].queue_position) != (
+        """Store a look-up; returns True when the state, progress or queue position changed."""
+        last = job.last_status
+        changed = last is None or (last.state, last.progress, last.queue_position) != (
             status.state,
             status.progress,
             status.queue_position,
@@ -379,6 +382,7 @@ class AsyncLipsyncer:
         if changed:
             self.store.record_status(job.id, status)
             job.state = status.state
+            job.last_status = status
             self.store.save(job)
             self._emit("status", job, status=status)
         return changed

@@ -576,6 +576,7 @@ class Job(BaseModel):
     request: dict[str, Any] = Field(default_factory=dict, description="LipsyncRequest.summary()")
     submitted_at: datetime = Field(default_factory=utcnow)
     state: JobState = JobState.QUEUED
+    last_status: JobStatus | None = None
     webhook_url: str | None = None
     save_to: str | None = Field(default=None, description="where to save the video once completed")
     attempts: list[Attempt] = Field(default_factory=list)

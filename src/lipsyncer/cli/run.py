@@ -1,0 +1,236 @@
+"""``run``, ``route`` and ``estimate``: the same request flags, three depths of commitment.
+
+``route`` and ``estimate`` never touch the network; ``run`` shows the plan, submits (the job is stored with its
+output path before anything waits), follows the job live and saves the video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from ..core.client import AsyncLipsyncer
+from ..core.schema import LipsyncRequest, MediaKind, SyncMode
+from .errors import CliInputError
+from .options import (
+    DEFAULT_MODEL,
+    ActiveSpeakerOpt,
+    AudioArg,
+    ConfigOpt,
+    JsonOpt,
+    ModelOpt,
+    ProviderOpt,
+    SandboxOpt,
+    StoreOpt,
+    SyncModeOpt,
+    TemperatureOpt,
+    VideoArg,
+    WebhookOpt,
+    build_request,
+)
+from .payloads import plan_payload, result_payload
+from .progress import StatusProgress
+from .render import Ui, estimate_table, excluded_lines, plan_text, result_lines
+from .session import ClientOptions, open_session
+
+__all__ = ["default_output", "register", "run_request"]
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", metavar="PATH", help="Where to save the video (default: <video name>.lipsync.mp4)."
+    ),
+]
+ExplainOpt = Annotated[bool, typer.Option("--explain", help="Also say why every other route was excluded.")]
+VideoSecondsOpt = Annotated[
+    float | None, typer.Option("--video-seconds", min=0.001, help="Video length, for URLs (not probed).")
+]
+AudioSecondsOpt = Annotated[
+    float | None, typer.Option("--audio-seconds", min=0.001, help="Audio length, for URLs (not probed).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
+    app.command("route")(route_command)
+    app.command("estimate")(estimate_command)
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def run_command(
+    video: VideoArg,
+    audio: AudioArg,
+    model: ModelOpt = DEFAULT_MODEL,
+    provider: ProviderOpt = None,
+    sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
+    temperature: TemperatureOpt = None,
+    active_speaker: ActiveSpeakerOpt = None,
+    webhook: WebhookOpt = None,
+    output: OutputOpt = None,
+    sandbox: SandboxOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Lip-sync VIDEO to AUDIO: route, submit, follow the job live, save the video."""
+    ui = Ui.create(json_mode=as_json)
+    request = build_request(
+        video,
+        audio,
+        model=model,
+        provider=provider,
+        sync_mode=sync_mode,
+        temperature=temperature,
+        active_speaker=active_speaker,
+        webhook=webhook,
+    )
+    options = ClientOptions(config=config, store=store, sandbox=sandbox)
+
+    async def go() -> None:
+        async with open_session(options) as session:
+            if session.store_note:
+                ui.say(session.store_note, style="dim")
+            await run_request(session.client, request, ui, output)
+
+    anyio.run(go)
+
+
+async def run_request(client: AsyncLipsyncer, request: LipsyncRequest, ui: Ui, output: Path | None) -> None:
+    """The body of ``run`` (and of ``demo``): every refusal happens before ``submit`` sends a byte."""
+    plan = client.route(request)
+    ui.show(plan_text(plan))
+    estimate = plan.estimate(plan.first)
+    if estimate is not None:
+        ui.say(f"Estimated cost on {plan.first.id}: ${estimate.amount:.4f} for {estimate.seconds:.2f} s")
+    save_to = default_output(request, output, client)
+    job = await client.submit(request, save_to=save_to)
+    ui.say(f"Submitted {job.id} to {job.provider}:{job.model} (remote id {job.remote_id})")
+    with StatusProgress(ui.out) as progress:
+        progress.track(job)
+        result = await client.wait(job, on_status=progress)
+    if result.saved_to is None and save_to is not None:
+        result = await client.download(result, save_to)
+    ui.show(result_lines(result))
+    if ui.json_mode:
+        ui.emit_json(result_payload(result))
+
+
+def default_output(request: LipsyncRequest, output: Path | None, client: AsyncLipsyncer) -> Path | None:
+    """``-o``, else the config's ``download_dir`` (the client names the file), else next to the cwd."""
+    stem = Path(request.video.name or "video").stem or "video"
+    if output is not None:
+        output = output.expanduser()
+        return output / f"{stem}.lipsync.mp4" if output.is_dir() else output
+    if client.settings.download_dir:
+        return None
+    candidate = Path.cwd() / f"{stem}.lipsync.mp4"
+    n = 1
+    while candidate.exists():
+        candidate = Path.cwd() / f"{stem}.lipsync-{n}.mp4"
+        n += 1
+    return candidate
+
+
+# ------------------------------------------------------------------------------------------- route
+
+
+def route_command(
+    video: VideoArg,
+    audio: AudioArg,
+    model: ModelOpt = DEFAULT_MODEL,
+    provider: ProviderOpt = None,
+    sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
+    temperature: TemperatureOpt = None,
+    active_speaker: ActiveSpeakerOpt = None,
+    webhook: WebhookOpt = None,
+    explain: ExplainOpt = False,
+    sandbox: SandboxOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Which routes would serve this request, in order (no network call)."""
+    ui = Ui.create(json_mode=as_json)
+    request = build_request(
+        video,
+        audio,
+        model=model,
+        provider=provider,
+        sync_mode=sync_mode,
+        temperature=temperature,
+        active_speaker=active_speaker,
+        webhook=webhook,
+    )
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, sandbox=sandbox, ephemeral=True)) as session:
+            plan = session.client.route(request)
+            if explain:
+                ui.show(plan_text(plan))
+            else:
+                for i, route in enumerate(plan.candidates, 1):
+                    ui.say(
+                        f"{i}. {route.id}  ({route.model.endpoint}, ${route.price_per_second * 60:.2f}/min)"
+                    )
+            if ui.json_mode:
+                ui.emit_json(plan_payload(plan))
+
+    anyio.run(go)
+
+
+# ------------------------------------------------------------------------------------------- estimate
+
+
+def estimate_command(
+    video: VideoArg,
+    audio: AudioArg,
+    model: ModelOpt = DEFAULT_MODEL,
+    provider: ProviderOpt = None,
+    sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
+    temperature: TemperatureOpt = None,
+    active_speaker: ActiveSpeakerOpt = None,
+    webhook: WebhookOpt = None,
+    video_seconds: VideoSecondsOpt = None,
+    audio_seconds: AudioSecondsOpt = None,
+    sandbox: SandboxOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Cost per candidate route, from local media durations (or --video-seconds/--audio-seconds)."""
+    ui = Ui.create(json_mode=as_json)
+    request = build_request(
+        video,
+        audio,
+        model=model,
+        provider=provider,
+        sync_mode=sync_mode,
+        temperature=temperature,
+        active_speaker=active_speaker,
+        webhook=webhook,
+    )
+
+    for name, media, given in (
+        ("video", request.video, video_seconds),
+        ("audio", request.audio, audio_seconds),
+    ):
+        if media.kind is not MediaKind.PATH and given is None:
+            raise CliInputError(
+                f"the {name} is not a local file, so its duration cannot be probed",
+                fix=f"pass --{name}-seconds",
+            )
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, sandbox=sandbox, ephemeral=True)) as session:
+            plan = session.client.estimate(request, video_seconds=video_seconds, audio_seconds=audio_seconds)
+            ui.show(estimate_table(plan))
+            if plan.excluded:
+                ui.say("Excluded:")
+                ui.show(excluded_lines(plan))
+            if ui.json_mode:
+                ui.emit_json(plan_payload(plan))
+
+    anyio.run(go)

@@ -30,7 +30,9 @@ from .errors import (
     AuthenticationError,
     ConfigError,
     DeadlineExceededError,
+    InvalidRequestError,
     JobFailedError,
+    JobNotFoundError,
     LipsyncError,
     NoRouteError,
     ProviderError,
@@ -258,6 +260,7 @@ class AsyncLipsyncer:
             raise NoRouteError(
                 f"no route can serve this {request.model!r} request",
                 reasons={e.route: e.reason for e in excluded},
+                exclusions=excluded,
             )
         return replace(plan, candidates=tuple(kept), excluded=excluded)
 
@@ -547,7 +550,13 @@ class AsyncLipsyncer:
         if job_id is not None:
             jobs = [self._job(job_id)]
         else:
-            jobs = [j for j in self.store.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=10_000)]
+            unfinished = self.store.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=10_000)
+            unsaved = [  # completed, but the process died before the video was saved where it was asked
+                j
+                for j in self.store.list_jobs(states=[JobState.COMPLETED], limit=10_000)
+                if j.save_to and (j.result is None or j.result.saved_to is None)
+            ]
+            jobs = unfinished + unsaved
         out: list[LipsyncResult | LipsyncError] = []
         for job in jobs:
             try:
@@ -564,7 +573,7 @@ class AsyncLipsyncer:
             return job
         found = self.store.get(job)
         if found is None:
-            raise LipsyncError(f"no job {job!r} in the job store ({self.store!r})")
+            raise JobNotFoundError(job, repr(self.store))
         return found
 
     # ------------------------------------------------------------------ webhooks
@@ -660,11 +669,13 @@ def _expected_output(
             audio_seconds = probe(request.audio.path).duration
     except MediaProbeError as exc:
         if required:
-            raise LipsyncError(str(exc), fix="pass video_seconds / audio_seconds explicitly") from None
+            raise InvalidRequestError(
+                str(exc), field="video", fix="pass video_seconds / audio_seconds explicitly"
+            ) from None
         return None
     if video_seconds is None or audio_seconds is None:
         if required:
-            raise LipsyncError(
+            raise InvalidRequestError(
                 "cannot estimate: media durations are unknown for remote inputs",
                 fix="pass video_seconds and audio_seconds (or local files)",
             )
@@ -714,7 +725,13 @@ class Lipsyncer(AbstractContextManager["Lipsyncer"]):
         async def call() -> T:
             return await fn(*args, **kwargs)
 
-        return self._portal.call(call)
+        future = self._portal.start_task_soon(call)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C (or any interruption of the caller) cancels the waiting, never the stored job.
+            future.cancel()
+            raise
 
     def route(self, request: LipsyncRequest) -> RoutePlan:
         return self._async.route(request)

@@ -22,6 +22,7 @@ __all__ = [
     "DeadlineExceededError",
     "InvalidRequestError",
     "JobFailedError",
+    "JobNotFoundError",
     "LipsyncError",
     "MissingCredentialsError",
     "NoRouteError",
@@ -101,15 +102,25 @@ class UnsupportedOptionError(InvalidRequestError):
 class NoRouteError(LipsyncError):
     """No enabled provider can serve the request; ``reasons`` has one entry per provider."""
 
-    def __init__(self, message: str, *, reasons: Mapping[str, str], suggestions: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: Mapping[str, str],
+        suggestions: Iterable[str] = (),
+        exclusions: Iterable[Any] = (),
+        fix: str | None = None,
+    ) -> None:
         self.reasons = dict(reasons)
         self.suggestions = list(suggestions)
+        self.exclusions = tuple(exclusions)
+        """The router's :class:`~lipsyncer.core.router.Exclusion` records, each with its ``kind``."""
         lines = [message]
         lines += [f"  - {route}: {why}" for route, why in self.reasons.items()]
         if self.suggestions:
             lines.append("A relaxed request would be served:")
             lines += [f"  - {s}" for s in self.suggestions]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(lines), fix=fix)
 
 
 class MissingCredentialsError(LipsyncError):
@@ -257,6 +268,14 @@ class DeadlineExceededError(LipsyncError):
         )
         self.deadline = deadline
         self.job = job
+
+
+class JobNotFoundError(LipsyncError):
+    def __init__(self, job_id: str, store: str) -> None:
+        super().__init__(
+            f"no job {job_id!r} in the job store {store}", fix="list jobs with `lipsyncer jobs list`"
+        )
+        self.job_id = job_id
 
 
 class ResultExpiredError(LipsyncError):

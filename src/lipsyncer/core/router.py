@@ -70,7 +70,7 @@ class RoutePlan:
         if self.candidates:
             for i, route in enumerate(self.candidates, 1):
                 cost = self.estimate(route)
-                price = f"${route.price_per_second}/s" + (f", about ${cost.amount}" if cost else "")
+                price = f"${route.price_per_second:.4f}/s" + (f", about ${cost.amount}" if cost else "")
                 lines.append(
                     f"  {i}. {route.id}  ({route.model.endpoint}; {price}; priority {route.priority})"
                 )
@@ -187,7 +187,13 @@ class Router:
                 if all(e.kind in ("model", "pinned") for e in excluded)
                 else f"no route can serve this {request.model!r} request"
             )
-            raise NoRouteError(head, reasons={e.route: e.reason for e in excluded}, suggestions=suggestions)
+            raise NoRouteError(
+                head,
+                reasons={e.route: e.reason for e in excluded},
+                suggestions=suggestions,
+                exclusions=excluded,
+                fix=_fix(excluded),
+            )
         return plan
 
     def _suggest(
@@ -220,3 +226,15 @@ def _needs_hosting(cls: type[Provider], kinds: set[MediaKind]) -> bool:
         return False
     hosted = {MediaKind.PATH, MediaKind.BYTES} | (set() if cls.accepts_data_uris else {MediaKind.DATA_URI})
     return bool(kinds & hosted)
+
+
+def _fix(excluded: list[Exclusion]) -> str | None:
+    """The one change most likely to open a route: a missing key is the commonest."""
+    missing = sorted(
+        {e.reason.split("(", 1)[1].split(" ", 1)[0] for e in excluded if e.kind == "credentials"}
+    )
+    if missing:
+        return f"set {' or '.join(missing)}"
+    if any(e.kind == "storage" for e in excluded):
+        return "set `storage` (e.g. 'fal-cdn') or pass URLs"
+    return None

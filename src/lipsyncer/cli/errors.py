@@ -6,7 +6,6 @@ look at the provider (4), accept a failed job (5), or come back later because th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import typer
@@ -96,9 +95,6 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-_NOT_SET = re.compile(r"\(([A-Za-z_][A-Za-z0-9_]*) is not set\)")
-
-
 def describe(exc: BaseException) -> Failure:
     """One line for any error; multi-line messages (a route plan's reasons) are folded into it."""
     if not isinstance(exc, LipsyncError):
@@ -125,17 +121,13 @@ def _no_route(exc: NoRouteError) -> Failure:
     head = exc.message.split("\n", 1)[0]
     if not head.startswith("no provider serves model"):
         # Name the routes that serve the model and why each was left out: the "why" is the useful part.
-        relevant = {
-            route: why
-            for route, why in exc.reasons.items()
-            if not why.startswith(("does not serve", "request is pinned to", "not the pinned provider"))
-        }
+        relevant = [e for e in exc.exclusions if e.kind not in ("model", "pinned")]
         if relevant:
-            head = f"{head}: " + "; ".join(f"{route}: {why}" for route, why in relevant.items())
-    env_vars = sorted({m.group(1) for why in exc.reasons.values() for m in _NOT_SET.finditer(why)})
+            head = f"{head}: " + "; ".join(f"{e.route}: {e.reason}" for e in relevant)
     fixes = list(exc.suggestions)
-    if env_vars and not fixes:
-        fixes.append(f"set {' or '.join(env_vars)}, or try it offline with --sandbox")
+    credentials = any(e.kind == "credentials" for e in exc.exclusions)
+    if exc.fix and not fixes:
+        fixes.append(f"{exc.fix}, or try it offline with --sandbox" if credentials else exc.fix)
     if not fixes:
         fixes.append("see `lipsyncer providers` for what each provider serves and honours")
     return Failure(_one_line(head), "; ".join(fixes), EXIT_INPUT)

@@ -22,16 +22,18 @@ from lipsyncer.core.media import output_duration, probe
 
 pytestmark = pytest.mark.anyio
 
-SCRIPT_CONFIGS = {
-    "unified": 'only = ["unified"]\nstorage = "fal-cdn"\n',
-    "fal-v2": 'only = ["fal-v2"]\n',
-    "fal-v2-pro": 'only = ["fal-v2-pro"]\n',
+SCRIPT_CONFIGS = {  # the only thing that changes between backends
+    "unified": 'model = "lipsync-2-pro"\nonly = ["unified"]\nstorage = "fal-cdn"\n',
+    "fal-v2": 'model = "lipsync-2-pro"\nonly = ["fal-v2"]\n',
+    "fal-v2-pro": 'model = "lipsync-2-pro"\nonly = ["fal-v2-pro"]\n',
+    "fal-v3": 'model = "sync-3"\nonly = ["fal-v3"]\n',
+    "fal-legacy": 'model = "lipsync-1.9.0-beta"\nonly = ["fal-legacy"]\n',
 }
 
 
 async def script(client: AsyncLipsyncer, media: SampleMedia, out: Path) -> tuple[str, float]:
     """One user script, unchanged across backends."""
-    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2-pro", sync_mode="loop")
+    request = LipsyncRequest(video=media.video, audio=media.audio, sync_mode="loop")
     result = await client.run(request, save_to=out)
     return result.served_by.provider, probe(out).duration
 
@@ -71,6 +73,17 @@ async def test_local_files_go_through_fal_v3_uploads(
     assert result.cost is not None and result.cost.basis == "output_duration"
     assert result.cost.seconds == pytest.approx(probe(tmp_path / "v3.mp4").duration, abs=0.05)
     assert result.video.duration is not None
+
+
+async def test_a_request_without_model_needs_one_in_the_config(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    from lipsyncer import InvalidRequestError
+
+    async with make_client() as client:
+        with pytest.raises(InvalidRequestError, match="names no model"):
+            await client.submit(LipsyncRequest(video=media.video, audio=media.audio))
+    assert sandbox.requests == []
 
 
 async def test_unified_with_local_file_and_no_storage_fails_before_any_request(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..core.client import AsyncLipsyncer
 from ..core.schema import ActiveSpeaker, LipsyncRequest, SyncMode
 from .errors import CliInputError
 
@@ -31,6 +32,7 @@ __all__ = [
     "WebhookOpt",
     "build_request",
     "parse_active_speaker",
+    "with_default_model",
 ]
 
 DEFAULT_MODEL = "lipsync-2"
@@ -38,11 +40,21 @@ DEFAULT_MODEL = "lipsync-2"
 VideoArg = Annotated[str, typer.Argument(help="Video: a local file, an http(s) URL or a data URI.")]
 AudioArg = Annotated[str, typer.Argument(help="Audio: a local file, an http(s) URL or a data URI.")]
 ModelOpt = Annotated[
-    str,
-    typer.Option("--model", "-m", help="Model id (e.g. lipsync-2-pro, sync-3), or 'provider:model' to pin."),
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model id (e.g. lipsync-2-pro, sync-3), or 'provider:model' to pin. Default: the config's `model`, "
+        f"else {DEFAULT_MODEL}.",
+    ),
 ]
 ProviderOpt = Annotated[
-    str | None, typer.Option("--provider", "-p", help="Pin the provider (same as -m PROVIDER:MODEL).")
+    str | None,
+    typer.Option(
+        "--provider",
+        "-p",
+        help="Pin the provider (same as -m PROVIDER:MODEL; with no -m, MODEL is lipsync-2).",
+    ),
 ]
 SyncModeOpt = Annotated[
     SyncMode,
@@ -83,7 +95,7 @@ def build_request(
     video: str,
     audio: str,
     *,
-    model: str,
+    model: str | None,
     provider: str | None = None,
     sync_mode: SyncMode = SyncMode.CUT_OFF,
     temperature: float | None = None,
@@ -92,6 +104,7 @@ def build_request(
 ) -> LipsyncRequest:
     """The request the flags describe; the schema raises :class:`InvalidRequestError` for bad values."""
     if provider is not None:
+        model = model or DEFAULT_MODEL  # a pin names its model: -p alone means the CLI default
         pinned, _, bare = model.rpartition(":")
         if pinned and pinned != provider:
             raise CliInputError(
@@ -149,3 +162,10 @@ def _read_boxes(path: Path) -> list[Any]:
             fix='e.g. [[10, 20, 110, 140], null, [12, 20, 112, 140]] or {"bounding_boxes": [...]}',
         )
     return [tuple(box) if isinstance(box, list) else box for box in data]
+
+
+def with_default_model(request: LipsyncRequest, client: AsyncLipsyncer) -> LipsyncRequest:
+    """No -m and no `model` in the config: the CLI's own default, so a bare `lipsyncer run` still works."""
+    if request.model is None and client.settings.model is None:
+        return request.model_copy(update={"model": DEFAULT_MODEL})
+    return client.resolve(request)

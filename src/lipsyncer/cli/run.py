@@ -16,7 +16,6 @@ from ..core.client import AsyncLipsyncer
 from ..core.schema import LipsyncRequest, MediaKind, SyncMode
 from .errors import CliInputError
 from .options import (
-    DEFAULT_MODEL,
     ActiveSpeakerOpt,
     AudioArg,
     ConfigOpt,
@@ -30,6 +29,7 @@ from .options import (
     VideoArg,
     WebhookOpt,
     build_request,
+    with_default_model,
 )
 from .payloads import plan_payload, result_payload
 from .progress import StatusProgress
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
 def run_command(
     video: VideoArg,
     audio: AudioArg,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelOpt = None,
     provider: ProviderOpt = None,
     sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
     temperature: TemperatureOpt = None,
@@ -102,6 +102,7 @@ def run_command(
 
 async def run_request(client: AsyncLipsyncer, request: LipsyncRequest, ui: Ui, output: Path | None) -> None:
     """The body of ``run`` (and of ``demo``): every refusal happens before ``submit`` sends a byte."""
+    request = with_default_model(request, client)
     plan = client.route(request)
     ui.show(plan_text(plan))
     estimate = plan.estimate(plan.first)
@@ -142,7 +143,7 @@ def default_output(request: LipsyncRequest, output: Path | None, client: AsyncLi
 def route_command(
     video: VideoArg,
     audio: AudioArg,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelOpt = None,
     provider: ProviderOpt = None,
     sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
     temperature: TemperatureOpt = None,
@@ -168,7 +169,7 @@ def route_command(
 
     async def go() -> None:
         async with open_session(ClientOptions(config=config, sandbox=sandbox, ephemeral=True)) as session:
-            plan = session.client.route(request)
+            plan = session.client.route(with_default_model(request, session.client))
             if explain:
                 ui.show(plan_text(plan))
             else:
@@ -188,7 +189,7 @@ def route_command(
 def estimate_command(
     video: VideoArg,
     audio: AudioArg,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelOpt = None,
     provider: ProviderOpt = None,
     sync_mode: SyncModeOpt = SyncMode.CUT_OFF,
     temperature: TemperatureOpt = None,
@@ -225,7 +226,11 @@ def estimate_command(
 
     async def go() -> None:
         async with open_session(ClientOptions(config=config, sandbox=sandbox, ephemeral=True)) as session:
-            plan = session.client.estimate(request, video_seconds=video_seconds, audio_seconds=audio_seconds)
+            plan = session.client.estimate(
+                with_default_model(request, session.client),
+                video_seconds=video_seconds,
+                audio_seconds=audio_seconds,
+            )
             ui.show(estimate_table(plan))
             if plan.excluded:
                 ui.say("Excluded:")

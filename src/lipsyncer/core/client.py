@@ -227,8 +227,15 @@ class AsyncLipsyncer:
 
     # ------------------------------------------------------------------ routing and estimates
 
+    def resolve(self, request: LipsyncRequest) -> LipsyncRequest:
+        """Fill what the request leaves to the config (its model), so scripts swap backends by config only."""
+        if request.model is None and self.settings.model is not None:
+            return request.model_copy(update={"model": self.settings.model})
+        return request
+
     def route(self, request: LipsyncRequest) -> RoutePlan:
         """The ordered candidates and every excluded route with its reason. No network call."""
+        request = self.resolve(request)
         return self._plan(request, _expected_output(request))
 
     def estimate(
@@ -239,6 +246,7 @@ class AsyncLipsyncer:
         audio_seconds: float | None = None,
     ) -> RoutePlan:
         """The plan with a cost per candidate, from local media durations (or the ones given)."""
+        request = self.resolve(request)
         return self._plan(request, _expected_output(request, video_seconds, audio_seconds, required=True))
 
     def _plan(self, request: LipsyncRequest, output_seconds: float | None) -> RoutePlan:
@@ -273,6 +281,7 @@ class AsyncLipsyncer:
         outcome is unknown is stored and never re-sent. ``save_to`` is stored with the job, so whoever
         finishes it (this process or a later ``resume``) saves the video there.
         """
+        request = self.resolve(request)
         plan = self.route(request)
         attempts: list[Attempt] = []
         budget = self.settings.max_attempts

@@ -82,6 +82,7 @@ class PluginSettings(_Strict):
 
 
 class Settings(_Strict):
+    model: str | None = Field(default=None, description="the model of requests that name none")
     strategy: str = "priority"
     fallbacks: bool = True
     max_attempts: int = Field(default=3, ge=1, description="tries across retries and fallbacks together")
@@ -96,6 +97,13 @@ class Settings(_Strict):
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")
     sandbox: bool = False
     source: tuple[str, ...] = Field(default=(), description="where these settings came from")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        from .schema import check_model_id
+
+        return None if value is None else check_model_id(value)
 
     def provider(self, provider_id: str) -> ProviderSettings:
         return self.providers.get(provider_id) or ProviderSettings()
@@ -187,6 +195,7 @@ _TRUE = {"1", "true", "yes", "on"}
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     simple = {
+        "LIPSYNCER_MODEL": "model",
         "LIPSYNCER_STRATEGY": "strategy",
         "LIPSYNCER_STORAGE": "storage",
         "LIPSYNCER_JOB_STORE": "job_store",

@@ -123,6 +123,7 @@ class Router:
     def plan(self, request: LipsyncRequest, *, output_seconds: float | None = None) -> RoutePlan:
         """Order the routes that can serve ``request``; raise :class:`NoRouteError` when none can."""
         wanted = request.options()
+        model_id = request.model_id  # raises InvalidRequestError when neither request nor config names one
         pinned = request.pinned_provider
         kinds = {request.video.kind, request.audio.kind}
         if pinned is not None and pinned not in self.providers:
@@ -140,15 +141,13 @@ class Router:
 
         for pid, routes in by_provider.items():
             cls = self.providers[pid]
-            match = next((r for r in routes if r.model.id == request.model_id), None)
+            match = next((r for r in routes if r.model.id == model_id), None)
             if pinned is not None and pid != pinned:
                 excluded.append(Exclusion(pid, f"request is pinned to {pinned!r}", "pinned"))
                 continue
             if match is None:
                 served = ", ".join(r.model.id for r in routes)
-                excluded.append(
-                    Exclusion(pid, f"does not serve {request.model_id!r} (serves {served})", "model")
-                )
+                excluded.append(Exclusion(pid, f"does not serve {model_id!r} (serves {served})", "model"))
                 continue
             route = match
             if not self.settings.enabled(pid):
@@ -183,7 +182,7 @@ class Router:
         if not ordered:
             known = sorted({r.model.id for rs in by_provider.values() for r in rs})
             head = (
-                f"no provider serves model {request.model_id!r} (known models: {', '.join(known)})"
+                f"no provider serves model {model_id!r} (known models: {', '.join(known)})"
                 if all(e.kind in ("model", "pinned") for e in excluded)
                 else f"no route can serve this {request.model!r} request"
             )

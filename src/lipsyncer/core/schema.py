@@ -351,6 +351,20 @@ class ActiveSpeaker(_Input):
 # --------------------------------------------------------------------------------------------- request
 
 
+def check_model_id(value: str) -> str:
+    """A canonical model id or ``provider:model``; shared by requests and the config's default."""
+    from .errors import InvalidRequestError
+
+    value = value.strip()
+    if not value or value.count(":") > 1 or value.startswith(":") or value.endswith(":"):
+        raise InvalidRequestError(
+            f"model {value!r} is not a model id or 'provider:model'",
+            field="model",
+            fix="e.g. 'lipsync-2-pro' or 'fal-v2-pro:lipsync-2-pro'",
+        )
+    return value
+
+
 class LipsyncRequest(_Input):
     """One lip-sync job, provider-neutral. Validation here runs before any network call."""
 
@@ -358,7 +372,10 @@ class LipsyncRequest(_Input):
 
     video: MediaSource
     audio: MediaSource
-    model: str = Field(description="canonical model id, or 'provider:model' to pin a provider")
+    model: str | None = Field(
+        default=None,
+        description="canonical model id, or 'provider:model' to pin a provider; None: the config's `model`",
+    )
     sync_mode: SyncMode = SyncMode.CUT_OFF
     temperature: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     active_speaker: ActiveSpeaker | None = None
@@ -383,17 +400,8 @@ class LipsyncRequest(_Input):
 
     @field_validator("model")
     @classmethod
-    def _model(cls, value: str) -> str:
-        from .errors import InvalidRequestError
-
-        value = value.strip()
-        if not value or value.count(":") > 1 or value.startswith(":") or value.endswith(":"):
-            raise InvalidRequestError(
-                f"model {value!r} is not a model id or 'provider:model'",
-                field="model",
-                fix="e.g. 'lipsync-2-pro' or 'fal-v2-pro:lipsync-2-pro'",
-            )
-        return value
+    def _model(cls, value: str | None) -> str | None:
+        return None if value is None else check_model_id(value)
 
     @field_validator("webhook_url")
     @classmethod
@@ -411,10 +419,18 @@ class LipsyncRequest(_Input):
 
     @property
     def pinned_provider(self) -> str | None:
-        return self.model.partition(":")[0] if ":" in self.model else None
+        return self.model.partition(":")[0] if self.model and ":" in self.model else None
 
     @property
     def model_id(self) -> str:
+        if self.model is None:
+            from .errors import InvalidRequestError
+
+            raise InvalidRequestError(
+                "the request names no model and the config sets none",
+                field="model",
+                fix="pass model=... or set `model` in the config",
+            )
         return self.model.rpartition(":")[2]
 
     def options(self) -> frozenset[Option]:

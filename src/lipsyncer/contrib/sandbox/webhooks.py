@@ -140,43 +140,41 @@ class Deliverer:
             self._inflight -= 1
         self._on_settled()
 
-    def _attempt(self, outgoing: Outgoing, attempt: int) -> None:
-        now = datetime.now(timezone.utc)
-        if outgoing.dropped:
-            self._log.add(
-                WebhookDelivery(
-                    outgoing.api,
-                    outgoing.job_id,
-                    outgoing.url,
-                    attempt,
-                    now,
-                    outgoing.body,
-                    {},
-                    None,
-                    "dropped by a webhook_fail fault",
-                    dropped=True,
-                    early=outgoing.early,
-                )
-            )
-            self._settle()
-            return
-        headers = outgoing.make_headers(outgoing.body)
-        status, error = self._post(outgoing.url, outgoing.body, headers)
+    def _record(
+        self,
+        outgoing: Outgoing,
+        attempt: int,
+        headers: dict[str, str],
+        status: int | None,
+        error: str | None,
+        *,
+        dropped: bool = False,
+    ) -> None:
         self._log.add(
             WebhookDelivery(
                 outgoing.api,
                 outgoing.job_id,
                 outgoing.url,
                 attempt,
-                now,
+                datetime.now(timezone.utc),
                 outgoing.body,
                 headers,
                 status,
                 error,
-                duplicate=outgoing._duplicated,
+                dropped=dropped,
+                duplicate=outgoing._duplicated and not dropped,
                 early=outgoing.early,
             )
         )
+
+    def _attempt(self, outgoing: Outgoing, attempt: int) -> None:
+        if outgoing.dropped:
+            self._record(outgoing, attempt, {}, None, "dropped by a webhook_fail fault", dropped=True)
+            self._settle()
+            return
+        headers = outgoing.make_headers(outgoing.body)
+        status, error = self._post(outgoing.url, outgoing.body, headers)
+        self._record(outgoing, attempt, headers, status, error)
         ok = status is not None and 200 <= status < 300
         if ok and outgoing.duplicate and not outgoing._duplicated:
             outgoing._duplicated = True

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -8,20 +8,14 @@ import pytest
 
 from lipsyncer import AsyncLipsyncer, SQLiteJobStore, load_settings
 from lipsyncer.contrib.sandbox import Sandbox
-from lipsyncer.contrib.sandbox.testing import SampleMedia, fast_config, sample_media
+from lipsyncer.contrib.sandbox.testing import SampleMedia, sample_media
 
 FAST_POLLING = {"initial_interval": 0.02, "max_interval": 0.1, "jitter": 0.1, "call_timeout": 10}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(fast_config(strict=True)) as sb:
-        yield sb
+def sandbox_overrides() -> dict[str, Any]:
+    return {"strict": True}
 
 
 @pytest.fixture

@@ -113,11 +113,6 @@ class Bed:
 MakeBed = Callable[..., Awaitable[Bed]]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
     return sample_media(tmp_path_factory.mktemp("fal-media"))

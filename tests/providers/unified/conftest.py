@@ -5,7 +5,7 @@ The tests run with ``--import-mode=importlib``, so shared helpers are handed out
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from lipsyncer.contrib.sandbox import Sandbox
-from lipsyncer.contrib.sandbox.testing import SampleMedia, eventually, fast_config, sample_media
+from lipsyncer.contrib.sandbox.testing import SampleMedia, eventually, sample_media
 from lipsyncer.core.config import PollingPolicy, ProviderSettings
 from lipsyncer.core.provider import ProviderContext, Storage, Submission
 from lipsyncer.core.schema import Job, JobStatus, LipsyncRequest
@@ -106,11 +106,6 @@ async def run_to_end(provider: UnifiedProvider, job: Job) -> list[JobStatus]:
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
     return sample_media(tmp_path_factory.mktemp("unified-media"))
@@ -121,25 +116,9 @@ def _receiver(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
-    """Strict, fast sandboxes; callbacks go to an in-memory receiver, never to the network."""
-    made: list[Sandbox] = []
-
-    def make(**overrides: Any) -> Sandbox:
-        values: dict[str, Any] = {"strict": True, "webhook_transport": httpx.MockTransport(_receiver)}
-        values.update(overrides)
-        sandbox = Sandbox(fast_config(**values))
-        made.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in made:
-        sandbox.close()
-
-
-@pytest.fixture
-def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
-    return make_sandbox()
+def sandbox_overrides() -> dict[str, Any]:
+    """Strict sandboxes; callbacks go to an in-memory receiver, never to the network."""
+    return {"strict": True, "webhook_transport": httpx.MockTransport(_receiver)}
 
 
 @pytest.fixture

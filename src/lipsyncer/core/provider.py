@@ -17,7 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from .errors import CancelNotSupportedError, StorageError, UnsupportedOptionError, WebhookVerificationError
-from .schema import Job, JobStatus, LipsyncRequest, MediaSource, Option, VideoFile
+from .schema import Job, JobStatus, LipsyncRequest, MediaKind, MediaSource, Option, VideoFile
 
 __all__ = [
     "ModelSpec",
@@ -150,15 +150,17 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------------ the work
 
     async def stage(self, media: MediaSource) -> str:
-        """A URL (or data URI) the provider can fetch for ``media``: uploaded when local."""
-        if media.is_remote:
+        """A URL (or data URI) the provider can fetch for ``media``: uploaded or stored when it cannot."""
+        if media.kind is MediaKind.URL or (media.kind is MediaKind.DATA_URI and self.accepts_data_uris):
             return str(media.value)
+        if media.kind is MediaKind.DATA_URI:
+            media = media.decoded()  # storages pass data URIs through; this provider cannot fetch them
         if self.uploads_local_files:
             return await self.upload(media)
         if self.context.storage is not None:
             return await self.context.storage.put(media)
         raise StorageError(
-            f"{self.id} cannot take local files ({media.describe()}) and no storage is configured",
+            f"{self.id} cannot fetch {media.describe()} itself and no storage is configured",
             fix="pass a public URL, or set `storage` in the config (e.g. 'fal-cdn')",
         )
 

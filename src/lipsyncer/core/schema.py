@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import mimetypes
 import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -199,6 +200,17 @@ class MediaSource(BaseModel):
         if self.kind is not MediaKind.PATH:
             raise TypeError("not a local file")
         return Path(str(self.value))
+
+    def decoded(self) -> MediaSource:
+        """A data URI's payload as in-memory bytes, named after its MIME type so a storage can label it."""
+        if self.kind is not MediaKind.DATA_URI:
+            raise TypeError("not a data URI")
+        header, _, payload = str(self.value).partition(",")
+        mime = header[5:].split(";", 1)[0] or "application/octet-stream"
+        data = base64.b64decode(payload) if header.lower().endswith(";base64") else unquote_to_bytes(payload)
+        return MediaSource(
+            kind=MediaKind.BYTES, value=data, name="media" + (mimetypes.guess_extension(mime) or ".bin")
+        )
 
     def fingerprint(self) -> str:
         """Stable identity for de-duplication: URL text, or a hash of local content."""

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import mimetypes
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from importlib import metadata
 from typing import Any, ClassVar
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -39,8 +37,6 @@ from lipsyncer.core.schema import (
     JobState,
     JobStatus,
     LipsyncRequest,
-    MediaKind,
-    MediaSource,
     Option,
     VideoFile,
     utcnow,
@@ -79,15 +75,6 @@ def _user_agent() -> str:
         return f"lipsyncer/{metadata.version('lipsyncer')}"
     except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
         return "lipsyncer"
-
-
-def _data_uri_bytes(media: MediaSource) -> MediaSource:
-    """The payload of a data URI as in-memory bytes, named after its MIME type so a storage can label it."""
-    header, _, payload = str(media.value).partition(",")
-    mime = header[5:].split(";", 1)[0] or "application/octet-stream"
-    data = base64.b64decode(payload) if header.lower().endswith(";base64") else unquote_to_bytes(payload)
-    name = "media" + (mimetypes.guess_extension(mime) or ".bin")
-    return MediaSource(kind=MediaKind.BYTES, value=data, name=name)
 
 
 class UnifiedProvider(Provider):
@@ -193,19 +180,6 @@ class UnifiedProvider(Provider):
             raise UnsupportedOptionError(
                 f"{self.id}: {message}", option=Option.WEBHOOK.value, provider=self.id, fix=fix
             )
-
-    async def stage(self, media: MediaSource) -> str:
-        """Only http(s) URLs reach the API: paths, bytes and data URIs are hosted by the configured storage."""
-        if media.kind is MediaKind.URL:
-            return str(media.value)
-        if self.context.storage is None:
-            raise StorageError(
-                f"{self.id} fetches media by public URL only and no storage is configured ({media.describe()})",
-                fix="pass a public http(s) URL, or set `storage` in the config (e.g. 'fal-cdn')",
-            )
-        if media.kind is MediaKind.DATA_URI:
-            media = _data_uri_bytes(media)  # storages pass data URIs through; this API cannot fetch them
-        return await self.context.storage.put(media)
 
     def body(
         self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str

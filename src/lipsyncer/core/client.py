@@ -530,11 +530,10 @@ class AsyncLipsyncer:
         price = job.provider_data.get("price_per_second")
         if price is None:
             return None
-        route = Route(self.plugins.providers[job.provider], self._route_of(job)[1], _decimal(price), 0)
         if seconds is not None:
-            return route.cost(seconds, basis="output_duration")
+            return Cost.of(Decimal(str(price)), seconds, "output_duration")
         expected = job.provider_data.get("expected_output_seconds")
-        return route.cost(float(expected)) if expected is not None else None
+        return Cost.of(Decimal(str(price)), float(expected), "estimate") if expected is not None else None
 
     async def run(
         self,
@@ -657,10 +656,6 @@ def _retry_delay(exc: LipsyncError, attempt: int) -> float:
     if isinstance(after, (int, float)) and after > 0:
         return min(float(after), 60.0)
     return min(0.5 * 2.0 ** (attempt - 1), 10.0) * random.uniform(0.5, 1.5)
-
-
-def _decimal(value: Any) -> Decimal:
-    return Decimal(str(value))
 
 
 def _expected_output(

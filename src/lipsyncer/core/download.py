@@ -63,7 +63,7 @@ async def download_video(
                         total = _agree(total, int(length), dest)
                 else:
                     raise DownloadError(f"downloading {dest.name} failed with HTTP {response.status_code}")
-                # Plain writes: a 64 KiB write to local disk is cheaper than a thread hop per chunk.
+                # Plain writes: a chunk written to local disk is cheaper than a thread hop per chunk.
                 with open(part, "r+b" if offset else "wb") as fh:  # noqa: ASYNC230
                     fh.seek(offset)
                     fh.truncate()

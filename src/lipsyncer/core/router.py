@@ -30,14 +30,9 @@ class Route:
     def id(self) -> str:
         return f"{self.provider.id}:{self.model.id}"
 
-    def cost(self, output_seconds: float, *, basis: str = "estimate") -> Cost:
-        amount = (self.price_per_second * Decimal(str(round(output_seconds, 3)))).quantize(Decimal("0.0001"))
-        return Cost(
-            amount=amount,
-            seconds=output_seconds,
-            price_per_second=self.price_per_second,
-            basis="estimate" if basis == "estimate" else "output_duration",
-        )
+    def cost(self, output_seconds: float) -> Cost:
+        """The estimated cost of an output this long on this route."""
+        return Cost.of(self.price_per_second, output_seconds, "estimate")
 
 
 @dataclass(frozen=True)

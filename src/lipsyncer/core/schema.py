@@ -558,6 +558,13 @@ class Cost(BaseModel):
     price_per_second: Decimal
     basis: Literal["output_duration", "estimate"] = "output_duration"
 
+    @classmethod
+    def of(
+        cls, price_per_second: Decimal, seconds: float, basis: Literal["output_duration", "estimate"]
+    ) -> Cost:
+        amount = (price_per_second * Decimal(str(round(seconds, 3)))).quantize(Decimal("0.0001"))
+        return cls(amount=amount, seconds=seconds, price_per_second=price_per_second, basis=basis)
+
     def __str__(self) -> str:
         return f"${self.amount:.4f} ({self.seconds:.2f} s at ${self.price_per_second}/s, {self.basis})"
 

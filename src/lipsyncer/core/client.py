@@ -297,7 +297,11 @@ class AsyncLipsyncer:
                 video_url = await provider.stage(request.video)
                 audio_url = await provider.stage(request.audio)
                 submission = await provider.submit(
-                    request, route.model, video_url=video_url, audio_url=audio_url
+                    request,
+                    route.model,
+                    video_url=video_url,
+                    audio_url=audio_url,
+                    webhook_url=request.webhook_url,
                 )
             except SubmitOutcomeUnknownError as exc:
                 attempt = attempt.model_copy(update=_failed(exc, started, billed=True))

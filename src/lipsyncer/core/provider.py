@@ -110,6 +110,10 @@ class Provider(abc.ABC):
     credential_env: ClassVar[str | None] = None
     """Default env var holding the API key (config's ``api_key_env`` overrides it); None: no key needed."""
     can_cancel: ClassVar[bool] = False
+    idempotent_submits: ClassVar[bool] = False
+    """True when the API honours an idempotency key on submit (sync.so's ``Idempotency-Key``): a submit whose
+    answer was lost may then be re-sent with the same key, and the provider replays the job it already took.
+    False (every other API): such a submit is never re-sent."""
     accepts_webhooks: ClassVar[bool] = False
     webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https", "http"})
     uploads_local_files: ClassVar[bool] = False
@@ -189,10 +193,22 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def submit(
-        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        *,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Submission:
-        """Send the job. Raise ProviderError(accepted=False) when certainly refused, and
-        SubmitOutcomeUnknownError when the request left but no answer came back (it is never re-sent)."""
+        """Send the job. Raise ProviderError(accepted=False) only when the provider certainly refused it,
+        and SubmitOutcomeUnknownError when the request left but no answer came back.
+
+        ``webhook_url`` is the URL to give the provider (the request's own, tagged with
+        ``lipsyncer_job=<job id>`` so a delivery resolves a job whose answer was lost): send it, not
+        ``request.webhook_url``. ``idempotency_key`` is the job's key, the same on every re-send of the job;
+        a provider with ``idempotent_submits`` passes it to its API, the others ignore it."""
 
     @abc.abstractmethod
     async def status(self, job: Job) -> JobStatus:

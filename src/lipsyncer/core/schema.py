@@ -480,6 +480,8 @@ class LipsyncRequest(_Input):
 
 
 class JobState(str, Enum):
+    SUBMITTING = "submitting"
+    """Write-ahead: the row exists, the submit may be on its way; no answer stored yet."""
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -603,7 +605,18 @@ class Job(BaseModel):
     provider: str
     model: str
     endpoint: str
-    remote_id: str | None = Field(default=None, description="None only when the submit's outcome is unknown")
+    remote_id: str | None = Field(
+        default=None, description="None while submitting, and when the submit's outcome is unknown"
+    )
+    version: int = Field(default=0, description="bumped by every stored transition (compare-and-swap)")
+    idempotency_key: str | None = Field(
+        default=None, description="the caller's key, else the job id: one job per key per store"
+    )
+    target: str | None = Field(
+        default=None,
+        description="where the provider's requests went (its base_url, or 'transport' for a custom one); "
+        "None: the provider's real hosts. A resume that would send them elsewhere is refused.",
+    )
     status_url: str | None = None
     result_url: str | None = None
     cancel_url: str | None = None

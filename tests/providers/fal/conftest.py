@@ -79,7 +79,9 @@ class Bed:
         provider.check(request, spec)
         video = await provider.stage(request.video)
         audio = await provider.stage(request.audio)
-        return await provider.submit(request, spec, video_url=video, audio_url=audio)
+        return await provider.submit(
+            request, spec, video_url=video, audio_url=audio, webhook_url=request.webhook_url
+        )
 
     @staticmethod
     def job(provider: FalProvider, submission: Submission, model: str) -> Job:

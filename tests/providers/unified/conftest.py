@@ -77,7 +77,9 @@ async def submit_request(provider: UnifiedProvider, request: LipsyncRequest) -> 
     provider.check(request, spec)
     video = await provider.stage(request.video)
     audio = await provider.stage(request.audio)
-    return await provider.submit(request, spec, video_url=video, audio_url=audio)
+    return await provider.submit(
+        request, spec, video_url=video, audio_url=audio, webhook_url=request.webhook_url
+    )
 
 
 def job_of(submission: Submission | str, model: str = "lipsync-2") -> Job:

@@ -68,13 +68,20 @@ class FalProvider(Provider):
         QueueSettings(self._options)
 
     async def submit(
-        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        *,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Submission:
         self.check(request, model)  # cheap, and nothing the route ignores is ever sent
         return await self._fal().submit(
             model.endpoint,
             self.arguments(request, model, video_url=video_url, audio_url=audio_url),
-            webhook_url=request.webhook_url,
+            webhook_url=webhook_url,
             settings=QueueSettings(self._options),
         )
 

@@ -182,7 +182,13 @@ class UnifiedProvider(Provider):
             )
 
     def body(
-        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        *,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None = None,
     ) -> dict[str, Any]:
         """The exact JSON the create call sends; StorageError when a medium is not an http(s) URL."""
         for field, url in (("video", video_url), ("audio", audio_url)):
@@ -193,7 +199,12 @@ class UnifiedProvider(Provider):
                     fix="pass a public URL, or set `storage` in the config (e.g. 'fal-cdn') to host the file",
                 )
         return create_body(
-            request, model, video_url=video_url, audio_url=audio_url, media_fields=self.media_fields
+            request,
+            model,
+            video_url=video_url,
+            audio_url=audio_url,
+            webhook_url=webhook_url,
+            media_fields=self.media_fields,
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -256,10 +267,17 @@ class UnifiedProvider(Provider):
     # ------------------------------------------------------------------ the work
 
     async def submit(
-        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        *,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Submission:
         self.check(request, model)
-        body = self.body(request, model, video_url=video_url, audio_url=audio_url)
+        body = self.body(request, model, video_url=video_url, audio_url=audio_url, webhook_url=webhook_url)
         headers = self._auth()
         try:
             response = await self._http().post(ENDPOINT, json=body, headers=headers)

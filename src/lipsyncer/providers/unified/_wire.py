@@ -97,6 +97,7 @@ def create_body(
     *,
     video_url: str,
     audio_url: str,
+    webhook_url: str | None = None,
     media_fields: tuple[str, str],
 ) -> dict[str, Any]:
     """The create call's JSON: only fields the model honours; ``sync_mode`` always (the API defaults to loop)."""
@@ -111,8 +112,8 @@ def create_body(
         body["temperature"] = request.temperature
     if request.active_speaker is not None and model.honours(request.active_speaker.option):
         body["active_speaker"] = True
-    if request.webhook_url is not None:
-        body["callback_url"] = request.webhook_url
+    if webhook_url is not None:
+        body["callback_url"] = webhook_url
     return body
 
 

@@ -62,7 +62,14 @@ class AcmeProvider(Provider):
         )
 
     async def submit(
-        self, request: LipsyncRequest, model: ModelSpec, *, video_url: str, audio_url: str
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        *,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Submission:
         body: dict[str, Any] = {
             "model": model.id,

@@ -1,15 +1,18 @@
 """lipsyncer: every hosted lip-sync API behind one typed, pluggable interface."""
 
-from .core.client import AsyncLipsyncer, Lipsyncer
+from .core.client import AsyncLipsyncer
 from .core.config import PollingPolicy, ProviderSettings, Settings, load_settings
 from .core.errors import (
     AuthenticationError,
     CancelNotSupportedError,
+    ClientClosedError,
     ConfigError,
     DeadlineExceededError,
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     JobFailedError,
     JobNotFoundError,
+    JobTargetMismatchError,
     LipsyncError,
     MissingCredentialsError,
     NoRouteError,
@@ -51,6 +54,7 @@ from .core.schema import (
     SyncMode,
     VideoFile,
 )
+from .core.sync import Lipsyncer
 
 __version__ = "0.1.0"
 
@@ -60,9 +64,11 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "CancelNotSupportedError",
+    "ClientClosedError",
     "ConfigError",
     "Cost",
     "DeadlineExceededError",
+    "IdempotencyKeyReusedError",
     "InvalidRequestError",
     "Job",
     "JobEvent",
@@ -71,6 +77,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "JobStore",
+    "JobTargetMismatchError",
     "LipsyncError",
     "LipsyncRequest",
     "LipsyncResult",

@@ -69,7 +69,7 @@ def test_resume_saves_completed_jobs_that_were_never_saved(media: SampleMedia, t
         done = stored.get(job.id)
         assert done is not None and done.result is not None
         done.result = done.result.model_copy(update={"saved_to": None})
-        stored.save(done)
+        assert stored.update(done) is not None  # a CAS like any writer
         with client(sandbox, tmp_path) as lip:
             (outcome,) = lip.resume()
         assert not isinstance(outcome, Exception) and outcome.remote_id == result.remote_id

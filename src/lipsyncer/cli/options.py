@@ -168,4 +168,4 @@ def with_default_model(request: LipsyncRequest, client: AsyncLipsyncer) -> Lipsy
     """No -m and no `model` in the config: the CLI's own default, so a bare `lipsyncer run` still works."""
     if request.model is None and client.settings.model is None:
         return request.model_copy(update={"model": DEFAULT_MODEL})
-    return client.resolve(request)
+    return client.resolve_request(request)

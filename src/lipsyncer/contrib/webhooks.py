@@ -47,8 +47,10 @@ def webhook_app(client: AsyncLipsyncer) -> Callable[[Scope, Receive, Send], Awai
             await _reply(send, 413, {"error": "body too large"})
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = scope["path"] + (f"?{query}" if query else "")  # lipsyncer_job=<id> resolves lost answers
         try:
-            job = await client.handle_webhook(provider_id, headers, body)
+            job = await client.handle_webhook(provider_id, headers, body, url=url)
         except ConfigError:
             await _reply(send, 404, {"error": f"unknown provider {provider_id!r}"})
         except WebhookVerificationError as exc:

@@ -91,6 +91,15 @@ class Settings(_Strict):
     download_dir: str | None = None
     polling: PollingPolicy | None = None
     webhook_jwks_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        description="this client's own webhook receiver; jobs are tagged with lipsyncer_job=<id> on it",
+    )
+    strict_config: bool = Field(
+        default=True, description="config naming providers or storages that are not installed is an error"
+    )
+    claim_lease: float = Field(default=300.0, gt=0, description="seconds a completer's claim lasts unrenewed")
+    resume_concurrency: int = Field(default=8, ge=1, description="jobs resume() finishes at once")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -47,6 +47,8 @@ class LipsyncError(Exception):
     fix: str | None = None
     attempts: tuple[Any, ...] = ()
     """The :class:`~lipsyncer.core.schema.Attempt` records made before this error, when any."""
+    job: Job | None = None
+    """The stored job this error concerns, when one was written (a refused or unknown submit, a failure)."""
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
@@ -234,7 +236,10 @@ class SubmitOutcomeUnknownError(LipsyncError):
     def __init__(self, message: str, *, provider: str, job: Job | None = None) -> None:
         super().__init__(
             message,
-            fix="do not resubmit; check the provider's dashboard or `lipsyncer jobs list` for the job",
+            fix=(
+                "do not resubmit: a webhook tagged with the job id resolves it; or find the provider's id for "
+                "it (dashboard, logs) and run `lipsyncer jobs resolve JOB_ID REMOTE_ID`"
+            ),
         )
         self.provider = provider
         self.job = job
@@ -287,3 +292,45 @@ class ResultExpiredError(LipsyncError):
         )
         self.url = url
         self.expired_at = expired_at
+
+
+class JobTargetMismatchError(ConfigError):
+    """A stored job's requests went somewhere this client would not send them (a sandbox, a gateway)."""
+
+    def __init__(self, job_id: str, provider: str, stored: str | None, current: str | None) -> None:
+        where = {None: "the provider's real hosts", "transport": "a custom transport (e.g. the sandbox)"}
+        super().__init__(
+            f"job {job_id} was sent to {provider} at {where.get(stored, stored)}, but this client would send "
+            f"its look-ups to {where.get(current, current)}",
+            fix=(
+                f"resume it with the config it was submitted with (`[providers.{provider}] base_url = "
+                f"{stored!r}`)"
+                if stored not in (None, "transport")
+                else "resume it with the same transport (or sandbox) it was submitted through"
+                if stored == "transport"
+                else f"remove `[providers.{provider}] base_url` to resume it against the real API"
+            ),
+        )
+        self.job_id = job_id
+        self.stored = stored
+        self.current = current
+
+
+class IdempotencyKeyReusedError(InvalidRequestError):
+    """The idempotency key is stored with a different request: the same key must mean the same job."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} already belongs to job {job_id}, submitted with a different request",
+            field="idempotency_key",
+            fix="use a new key for a different request (or resubmit the same request to get that job back)",
+        )
+        self.key = key
+        self.job_id = job_id
+
+
+class ClientClosedError(LipsyncError):
+    """The client was closed; it builds no new connections."""
+
+    def __init__(self) -> None:
+        super().__init__("this client is closed", fix="create a new client (or use it in a `with` block)")

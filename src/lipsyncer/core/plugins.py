@@ -134,12 +134,12 @@ class PluginHost:
     # ------------------------------------------------------------------ typed hook calls
 
     def emit(self, event: JobEvent) -> None:
-        """Tell observers; an observer's exception is logged, never raised into the job."""
-        for impl in self.pm.hook.job_event.get_hookimpls():
-            try:
-                impl.function(event=event)
-            except Exception:
-                log.exception("job_event observer %s failed", impl.plugin_name)
+        """Tell observers through pluggy (so ``tryfirst``, wrappers and impls taking fewer arguments work as
+        pluggy documents); an observer's exception is logged, never raised into the job."""
+        try:
+            self.pm.hook.job_event(event=event)
+        except Exception:
+            log.exception("a job_event observer failed on %s %s", event.kind, event.job_id)
 
     def plugin_for(self, provider_id: str) -> PluginReport | None:
         return next((r for r in self.reports.values() if provider_id in r.providers), None)

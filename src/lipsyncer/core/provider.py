@@ -118,6 +118,9 @@ class Provider(abc.ABC):
     webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https", "http"})
     uploads_local_files: ClassVar[bool] = False
     """True when the provider hosts local files itself; otherwise a configured storage must."""
+    upload_domain: ClassVar[str | None] = None
+    """Providers with the same upload domain can fetch each other's uploads (all fal plugins upload to fal's
+    CDN), so a fallback between them stages each local file once. None: this provider's own."""
     accepts_data_uris: ClassVar[bool] = True
     """False when only http(s) URLs reach the API: data URIs then need hosting like local files."""
     hosts: ClassVar[tuple[str, ...]] = ()

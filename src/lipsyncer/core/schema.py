@@ -635,7 +635,9 @@ class Job(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-EventKind = Literal["submitted", "status", "completed", "failed", "cancelled", "attempt_failed", "downloaded"]
+EventKind = Literal[
+    "submitted", "unknown", "status", "completed", "failed", "cancelled", "attempt_failed", "downloaded"
+]
 
 
 class JobEvent(BaseModel):
@@ -648,4 +650,6 @@ class JobEvent(BaseModel):
     status: JobStatus | None = None
     attempt: Attempt | None = None
     message: str | None = None
+    estimated_cost: Cost | None = Field(default=None, description="from the route's price and media lengths")
+    cost: Cost | None = Field(default=None, description="the actual cost, once the output's length is known")
     at: datetime = Field(default_factory=utcnow)

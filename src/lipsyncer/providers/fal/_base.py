@@ -30,6 +30,7 @@ class FalProvider(Provider):
     can_cancel = True
     accepts_webhooks = True
     uploads_local_files = True
+    upload_domain = "fal-cdn"
     hosts = FAL_HOSTS
     sends_model: ClassVar[bool] = False
     """True when the endpoint takes a ``model`` input field (legacy, v2): the model's wire name goes there."""

@@ -1,0 +1,363 @@
+"""The only writer of job state.
+
+Every change to a stored job goes through :class:`Lifecycle`: it reads the freshest row, checks that the
+transition still applies to it, and writes it back as a compare-and-swap on the row's version. A writer that
+lost the race re-reads and re-decides, so a waiter holding a stale copy can never overwrite what a webhook
+handler (or another process) stored, a finished job never changes again, and each transition fires its
+``job_event`` exactly once: only the writer whose swap succeeded emits.
+
+Completing and downloading need the job's claim (:meth:`Lifecycle.holding`), so exactly one waiter, webhook
+handler or process fetches the result and saves the video. A job is ``completed`` only once its result is
+stored::
+
+    (request) -> SUBMITTING -> QUEUED -> RUNNING -> COMPLETED -> (saved)
+                    |  answer lost                      ^ result fetched and stored
+                    v                                   |
+                 UNKNOWN -- webhook / resolve() / idempotent re-send --> QUEUED
+    any unfinished -> FAILED | CANCELLED
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from .errors import JobNotFoundError
+from .jobs import JobStore
+from .provider import Submission
+from .schema import Attempt, Cost, EventKind, Job, JobEvent, JobState, JobStatus, LipsyncResult
+
+__all__ = ["Lifecycle", "owner_id"]
+
+log = logging.getLogger("lipsyncer.lifecycle")
+
+Emit = Callable[[JobEvent], None]
+Change = Callable[[Job], "list[tuple[EventKind, dict[str, Any]]] | None"]
+"""Mutates a draft of the freshest row; returns the events the transition fires, or None: nothing to do."""
+
+_UNFINISHED = frozenset({JobState.SUBMITTING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING})
+
+
+def owner_id() -> str:
+    """A claim owner unique to this client: host, process and a random part (two clients in one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lifecycle:
+    """Versioned transitions and claims over a :class:`~lipsyncer.core.jobs.JobStore`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        emit: Emit,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        lease: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.owner = owner or owner_id()
+        self.clock = clock
+        self.lease = lease
+        self._emit = emit
+
+    def __repr__(self) -> str:
+        return f"<Lifecycle owner={self.owner!r} store={self.store!r}>"
+
+    # ------------------------------------------------------------------ the one mechanism
+
+    def fresh(self, job: Job | str) -> Job:
+        job_id = job if isinstance(job, str) else job.id
+        found = self.store.get(job_id)
+        if found is None:
+            raise JobNotFoundError(job_id, repr(self.store))
+        return found
+
+    def _apply(self, job: Job, change: Change) -> Job:
+        """Apply ``change`` to the freshest row and swap it in; on a lost race, re-read and re-decide."""
+        current = job
+        while True:
+            draft = current.model_copy(deep=True)
+            events = change(draft)
+            if events is None:
+                return current
+            stored = self.store.update(draft)
+            if stored is not None:
+                for kind, fields in events:
+                    self._emit(_event(kind, stored, **fields))
+                return stored
+            current = self.fresh(job.id)
+
+    # ------------------------------------------------------------------ submitting
+
+    def begin(self, job: Job) -> tuple[Job, bool]:
+        """Write the job ahead of its submit. Returns (the stored job, True) or, when its idempotency key is
+        already stored, (that job, False): nothing is sent for it again."""
+        job.state = JobState.SUBMITTING
+        job.idempotency_key = job.idempotency_key or job.id
+        stored = self.store.create(job)
+        return stored, stored.id == job.id
+
+    def sending(
+        self,
+        job: Job,
+        *,
+        provider: str,
+        model: str,
+        endpoint: str,
+        target: str | None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """The route of the attempt about to leave (and what re-sending it needs), stored before it leaves."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state not in (JobState.SUBMITTING, JobState.UNKNOWN) or draft.remote_id is not None:
+                return None
+            merged = {**draft.provider_data, **(data or {})}
+            if (
+                draft.provider,
+                draft.model,
+                draft.endpoint,
+                draft.target,
+                draft.state,
+                draft.provider_data,
+            ) == (
+                provider,
+                model,
+                endpoint,
+                target,
+                JobState.SUBMITTING,
+                merged,
+            ):
+                return None
+            draft.provider, draft.model, draft.endpoint, draft.target = provider, model, endpoint, target
+            draft.provider_data = merged
+            draft.state = JobState.SUBMITTING
+            return []
+
+        return self._apply(job, change)
+
+    def accepted(self, job: Job, submission: Submission, attempt: Attempt) -> Job:
+        """The provider answered with an id: the job is queued (and billed)."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.remote_id is not None or draft.state.finished:
+                return None  # a webhook resolved it first
+            draft.remote_id = submission.remote_id
+            draft.state = JobState.QUEUED
+            draft.status_url = submission.status_url
+            draft.result_url = submission.result_url
+            draft.cancel_url = submission.cancel_url
+            draft.provider_data.update(submission.provider_data)
+            draft.attempts.append(attempt)
+            draft.error_code = draft.error_message = None
+            return [("submitted", {})]
+
+        return self._apply(job, change)
+
+    def attempt_failed(self, job: Job, attempt: Attempt) -> Job:
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            draft.attempts.append(attempt)
+            return [("attempt_failed", {"attempt": attempt, "message": attempt.message})]
+
+        return self._apply(job, change)
+
+    def refused(self, job: Job, *, code: str, message: str) -> Job:
+        """Every route refused before accepting: nothing was billed, the job is failed."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state is not JobState.SUBMITTING:
+                return None
+            draft.state = JobState.FAILED
+            draft.error_code, draft.error_message = code, message
+            return [("failed", {"message": message})]
+
+        return self._apply(job, change)
+
+    def unknown(self, job: Job, *, message: str) -> Job:
+        """The submit left and its answer was lost: the job may be queued and billed."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state is not JobState.SUBMITTING or draft.remote_id is not None:
+                return None
+            draft.state = JobState.UNKNOWN
+            draft.error_code, draft.error_message = "submit_outcome_unknown", message
+            return [("unknown", {"message": message})]
+
+        return self._apply(job, change)
+
+    def resolved(self, job: Job, remote_id: str, *, how: str) -> Job:
+        """Attach the provider's id to a job whose submit answer was lost (webhook, by hand, re-send)."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.remote_id is not None or draft.state.finished:
+                return None
+            draft.remote_id = remote_id
+            draft.state = JobState.QUEUED
+            draft.error_code = draft.error_message = None
+            return [("submitted", {"message": f"resolved by {how}"})]
+
+        return self._apply(job, change)
+
+    # ------------------------------------------------------------------ observing
+
+    def observe(self, job: Job, status: JobStatus) -> Job:
+        """Record a look-up or delivery. States only move forward; a finished job never changes.
+
+        A provider's "completed" does not complete the job (its result is not stored yet): the job stays
+        running with ``last_status`` completed until :meth:`completed` stores the result.
+        """
+
+        recorded = False
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            nonlocal recorded
+            recorded = False
+            if draft.state.finished or draft.remote_id is None:
+                return None
+            last = draft.last_status
+            if last is not None and (last.state, last.progress, last.queue_position) == (
+                status.state,
+                status.progress,
+                status.queue_position,
+            ):
+                return None
+            if last is not None and _rank(status.state) < _rank(last.state):
+                return None  # an older look-up, or deliveries out of order
+            draft.last_status = status
+            recorded = True
+            if status.state in (JobState.FAILED, JobState.CANCELLED):
+                draft.state = status.state
+                draft.error_code, draft.error_message = status.error_code, status.error_message
+                kind: EventKind = "cancelled" if status.state is JobState.CANCELLED else "failed"
+                return [("status", {"status": status}), (kind, {"status": status})]
+            if status.state in (JobState.RUNNING, JobState.COMPLETED):
+                draft.state = JobState.RUNNING
+            return [("status", {"status": status})]
+
+        stored = self._apply(job, change)
+        if recorded:
+            self.store.record_status(stored.id, status)
+        return stored
+
+    def completed(self, job: Job, result: LipsyncResult) -> Job:
+        """Store the result: the job is completed. Call it holding the job's claim."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state.finished:
+                return None
+            draft.state = JobState.COMPLETED
+            draft.result = result
+            draft.error_code = draft.error_message = None
+            return [("completed", {})]
+
+        return self._apply(job, change)
+
+    def saved(self, job: Job, result: LipsyncResult) -> Job:
+        """The video is on disk where it was asked (``result.saved_to``). Call it holding the claim."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state is not JobState.COMPLETED:
+                return None
+            if draft.result is not None and draft.result.saved_to == result.saved_to:
+                return None
+            draft.result = result
+            return [("downloaded", {"message": result.saved_to})]
+
+        return self._apply(job, change)
+
+    def failed(self, job: Job, status: JobStatus) -> Job:
+        """The provider failed or cancelled the job (also for jobs cancelled from here)."""
+        return self.observe(job, status)
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, job_id: str) -> bool:
+        now = self.clock()
+        return self.store.claim(job_id, self.owner, until=now + self.lease, now=now)
+
+    def release(self, job_id: str) -> None:
+        self.store.release(job_id, self.owner)
+
+    def claimed_elsewhere(self, job_id: str) -> bool:
+        """True while another owner holds an unexpired claim (a live submitter, completer or resumer)."""
+        held = self.store.claim_of(job_id)
+        return held is not None and held.owner != self.owner and held.until > self.clock()
+
+    @asynccontextmanager
+    async def holding(self, job_id: str) -> AsyncIterator[bool]:
+        """Hold the job's claim for the block (renewed while it runs); yields False when someone else has it."""
+        if not self.claim(job_id):
+            yield False
+            return
+        raised: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew, job_id)
+                try:
+                    yield True
+                except BaseException as exc:  # re-raised below as itself, not wrapped in a group
+                    raised = exc
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self.release(job_id)
+        if raised is not None:
+            raise raised
+
+    async def _renew(self, job_id: str) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            if not self.claim(job_id):
+                log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
+                return
+
+
+_RANKS = {
+    JobState.SUBMITTING: 0,
+    JobState.UNKNOWN: 0,
+    JobState.QUEUED: 1,
+    JobState.RUNNING: 2,
+    JobState.COMPLETED: 3,
+    JobState.FAILED: 3,
+    JobState.CANCELLED: 3,
+}
+
+
+def _rank(state: JobState) -> int:
+    return _RANKS[state]
+
+
+def _event(kind: EventKind, job: Job, **fields: Any) -> JobEvent:
+    price = job.provider_data.get("price_per_second")
+    expected = job.provider_data.get("expected_output_seconds")
+    estimated = (
+        Cost.of(Decimal(str(price)), float(expected), "estimate")
+        if price is not None and expected is not None
+        else None
+    )
+    actual = job.result.cost if job.result is not None and job.result.cost is not None else None
+    if actual is not None and actual.basis != "output_duration":
+        actual = None
+    return JobEvent(
+        kind=kind,
+        job_id=job.id,
+        provider=job.provider,
+        model=job.model,
+        estimated_cost=estimated,
+        cost=actual,
+        **fields,
+    )
+
+
+def is_unfinished(job: Job) -> bool:
+    return job.state in _UNFINISHED

@@ -1,0 +1,350 @@
+"""Waiting for jobs: polling with backoff and deadlines, webhook wake-ups, completion under a claim, resume.
+
+Whoever sees a job finish first — a waiter, a webhook handler, a resumer in another process — takes the job's
+claim, fetches the result (retrying transient errors, as look-ups do), stores it and saves the video. Everyone
+else waits for the stored row, so a job is fetched, completed and downloaded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config import PollingPolicy
+from .download import download_video
+from .errors import (
+    ConfigError,
+    DeadlineExceededError,
+    JobFailedError,
+    JobTargetMismatchError,
+    LipsyncError,
+    ProviderError,
+    SubmitOutcomeUnknownError,
+)
+from .lifecycle import Lifecycle
+from .media import MediaProbeError, probe
+from .provider import ModelSpec, Provider, ProviderOutput
+from .registry import Registry
+from .schema import Cost, Job, JobState, JobStatus, LipsyncResult, ServedBy, Timings, utcnow
+from .submit import unknown_error
+
+__all__ = ["StatusCallback", "Waiting"]
+
+log = logging.getLogger("lipsyncer.waiting")
+StatusCallback = Callable[[Job, JobStatus], Awaitable[None] | None]
+
+_TRANSIENT_ERRORS = 8
+"""Consecutive failed look-ups (or result fetches) tolerated before giving up (the job stays resumable)."""
+_OTHERS_POLL = 0.5
+"""Seconds between store reads while another owner completes a job this client also waits on."""
+
+
+class Waiting:
+    """Status look-ups, waiting, completion and resume for one client."""
+
+    def __init__(self, registry: Registry, lifecycle: Lifecycle) -> None:
+        self.registry = registry
+        self.lifecycle = lifecycle
+        self._wakeups: dict[str, anyio.Event] = {}
+        self._waiters: dict[str, int] = {}
+        self._delivered: dict[str, ProviderOutput] = {}
+
+    # ------------------------------------------------------------------ what a job needs
+
+    def route_of(self, job: Job) -> tuple[Provider, ModelSpec]:
+        """The job's provider instance, refusing one that would send its look-ups elsewhere."""
+        current = self.registry.target(job.provider)
+        if job.target != current:
+            raise JobTargetMismatchError(job.id, job.provider, job.target, current)
+        provider = self.registry.provider(job.provider)
+        spec = provider.model_spec(job.model)
+        if spec is None:
+            raise ConfigError(f"provider {job.provider!r} no longer serves model {job.model!r}")
+        return provider, spec
+
+    def policy(self, job: Job) -> PollingPolicy:
+        _, spec = self.route_of(job)
+        base = PollingPolicy.for_speed(spec.seconds_per_output_second)
+        settings = self.registry.settings
+        return base.merged(settings.polling).merged(settings.provider(job.provider).polling)
+
+    def destination(self, job: Job) -> Path | None:
+        """Where the job's video is to be saved: its ``save_to``, else the configured download_dir."""
+        if job.save_to:
+            return Path(job.save_to)
+        if self.registry.settings.download_dir:
+            return Path(self.registry.settings.download_dir) / f"{job.id}.mp4"
+        return None
+
+    def unsaved(self, job: Job) -> bool:
+        return (
+            job.state is JobState.COMPLETED
+            and job.result is not None
+            and job.result.saved_to is None
+            and self.destination(job) is not None
+        )
+
+    # ------------------------------------------------------------------ look-ups
+
+    async def status(self, job: Job) -> JobStatus:
+        job = self.lifecycle.fresh(job)
+        if job.remote_id is None:
+            return JobStatus(
+                state=job.state,
+                raw_status="submitting" if job.state is JobState.SUBMITTING else "submit outcome unknown",
+                error_message=job.error_message,
+            )
+        provider, _ = self.route_of(job)
+        status = await provider.status(job)
+        self.lifecycle.observe(job, status)
+        return status
+
+    async def wait(self, job: Job, *, on_status: StatusCallback | None = None) -> LipsyncResult:
+        """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result."""
+        job = self.lifecycle.fresh(job)
+        if job.state is JobState.COMPLETED and job.result is not None and not self.unsaved(job):
+            return job.result
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            raise _failure(job)
+        if job.remote_id is None:
+            raise _unknown(job)
+        provider, _ = self.route_of(job)
+        if not _provider_finished(job):
+            job = await self._poll(job, provider, on_status)
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            raise _failure(job)
+        return await self.finish(job)
+
+    async def _poll(self, job: Job, provider: Provider, on_status: StatusCallback | None) -> Job:
+        policy = self.policy(job)
+        wake = self._wakeups.setdefault(job.id, anyio.Event())
+        self._waiters[job.id] = self._waiters.get(job.id, 0) + 1
+        interval = policy.initial_interval
+        failures = 0
+        started_running: float | None = None
+        try:
+            while True:
+                status: JobStatus | None = None
+                try:
+                    with anyio.fail_after(policy.call_timeout):
+                        status = await provider.status(job)
+                    failures = 0
+                except (ProviderError, TimeoutError) as exc:
+                    failures += 1
+                    if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
+                        raise
+                    log.info("status look-up for %s failed (%s); retrying", job.id, exc)
+                if status is not None:
+                    before = job.version
+                    job = self.lifecycle.observe(job, status)
+                    if job.version != before and job.last_status == status and on_status is not None:
+                        maybe = on_status(job, status)
+                        if maybe is not None:
+                            await maybe
+                    if status.state is JobState.RUNNING and started_running is None:
+                        started_running = time.monotonic()
+                if job.state.finished or _provider_finished(job):
+                    return job
+                _check_deadlines(job, policy, status, started_running)
+                delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+                if wake.is_set():  # a webhook recorded something: read what it stored
+                    wake = self._wakeups[job.id] = anyio.Event()
+                    job = self.lifecycle.fresh(job)
+                    if job.state.finished or _provider_finished(job):
+                        return job
+                interval = min(interval * policy.multiplier, policy.max_interval)
+        finally:
+            self._waiters[job.id] -= 1
+            if not self._waiters[job.id]:
+                del self._waiters[job.id]
+                self._wakeups.pop(job.id, None)
+
+    # ------------------------------------------------------------------ completion
+
+    async def finish(self, job: Job, output: ProviderOutput | None = None) -> LipsyncResult:
+        """Fetch, store and save a job the provider finished — once, under the job's claim. While another
+        owner holds the claim, wait for the row it stores (its lease expires if it died)."""
+        while True:
+            result = await self.try_finish(job, output)
+            if result is not None:
+                return result
+            wake = self._wakeups.setdefault(job.id, anyio.Event())
+            with anyio.move_on_after(_OTHERS_POLL):
+                await wake.wait()
+
+    async def try_finish(self, job: Job, output: ProviderOutput | None = None) -> LipsyncResult | None:
+        """One go at :meth:`finish`: None when another owner holds the claim (a webhook handler must not
+        block on another process; that owner completes the job)."""
+        provider, _ = self.route_of(job)
+        job = self.lifecycle.fresh(job)
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            raise _failure(job)
+        if job.state is JobState.COMPLETED and job.result is not None and not self.unsaved(job):
+            return job.result
+        async with self.lifecycle.holding(job.id) as mine:
+            if mine:
+                return await self._finish_claimed(job, provider, output)
+        return None
+
+    async def _finish_claimed(
+        self, job: Job, provider: Provider, output: ProviderOutput | None
+    ) -> LipsyncResult:
+        job = self.lifecycle.fresh(job)
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            raise _failure(job)
+        if job.state is not JobState.COMPLETED:
+            output = output or self._delivered.pop(job.id, None) or await self._fetch(job, provider)
+            result = LipsyncResult(
+                video=output.video,
+                served_by=ServedBy(provider=job.provider, model=job.model, endpoint=job.endpoint),
+                remote_id=job.remote_id or "",
+                job_id=job.id,
+                attempts=job.attempts,
+                cost=_cost(job, output.video.duration),
+                timings=Timings(submitted_at=job.submitted_at, completed_at=utcnow()),
+                raw=dict(output.raw),
+            )
+            job = self.lifecycle.completed(job, result)
+            self._wake(job.id)
+        assert job.result is not None
+        dest = self.destination(job)
+        if dest is not None and job.result.saved_to is None:
+            return await self.save(job, job.result, dest)
+        return job.result
+
+    async def _fetch(self, job: Job, provider: Provider) -> ProviderOutput:
+        """The result, retrying transient errors like look-ups do; a failed job is stored as failed."""
+        policy = self.policy(job)
+        failures = 0
+        while True:
+            try:
+                with anyio.fail_after(policy.call_timeout * 2):
+                    return await provider.result(job)
+            except JobFailedError as exc:
+                status = JobStatus(
+                    state=JobState.FAILED,
+                    error_code=exc.code,
+                    error_message=exc.reason or exc.message,
+                    retryable=exc.retryable,
+                )
+                stored = self.lifecycle.observe(job, status)
+                exc.job = stored
+                raise
+            except (ProviderError, TimeoutError) as exc:
+                failures += 1
+                if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
+                    raise
+                log.info("result fetch for %s failed (%s); retrying", job.id, exc)
+                await anyio.sleep(min(policy.initial_interval * 2 ** (failures - 1), policy.max_interval))
+
+    async def save(self, job: Job, result: LipsyncResult, path: str | Path) -> LipsyncResult:
+        """Stream the video to ``path`` (atomic, resumable); the stored result records where it went."""
+        dest = await download_video(self.registry.http_for(result.served_by.provider), result.video, path)
+        update: dict[str, Any] = {"saved_to": str(dest)}
+        if result.video.duration is None:
+            try:
+                seconds: float | None = probe(dest).duration
+            except MediaProbeError:
+                seconds = None
+            if seconds is not None:
+                update["cost"] = _cost(job, seconds)
+        result = result.model_copy(update=update)
+        self.lifecycle.saved(job, result)
+        self._wake(job.id)
+        return result
+
+    # ------------------------------------------------------------------ webhooks
+
+    def has_waiter(self, job_id: str) -> bool:
+        return job_id in self._waiters
+
+    def deliver(self, job: Job, output: ProviderOutput | None) -> None:
+        """Hand a webhook's output to this process's waiter (saves it a fetch) and wake it."""
+        if output is not None:
+            self._delivered[job.id] = output
+        self._wake(job.id)
+
+    def _wake(self, job_id: str) -> None:
+        event = self._wakeups.get(job_id)
+        if event is not None:
+            event.set()
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _provider_finished(job: Job) -> bool:
+    """The provider said completed; the result is not stored yet."""
+    return job.last_status is not None and job.last_status.state is JobState.COMPLETED
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or (isinstance(exc, ProviderError) and exc.retryable)
+
+
+def _check_deadlines(
+    job: Job, policy: PollingPolicy, status: JobStatus | None, started_running: float | None
+) -> None:
+    elapsed = (utcnow() - job.submitted_at).total_seconds()
+    queued = status is None or status.state is JobState.QUEUED
+    if (
+        policy.start_deadline is not None
+        and queued
+        and started_running is None
+        and elapsed > policy.start_deadline
+    ):
+        raise DeadlineExceededError(
+            f"job {job.id} did not start within {policy.start_deadline:g} s", deadline="start", job=job
+        )
+    if policy.total_deadline is not None and elapsed > policy.total_deadline:
+        raise DeadlineExceededError(
+            f"job {job.id} did not finish within {policy.total_deadline:g} s", deadline="total", job=job
+        )
+
+
+def _failure(job: Job) -> JobFailedError:
+    what = "was cancelled" if job.state is JobState.CANCELLED else "failed"
+    reason = job.error_message or job.error_code or "no reason given"
+    retryable = bool(job.last_status.retryable) if job.last_status is not None else False
+    return JobFailedError(
+        f"job {job.id} on {job.provider}:{job.model} {what}: {reason}",
+        job=job,
+        code=job.error_code,
+        reason=job.error_message,
+        retryable=retryable,
+    )
+
+
+def _unknown(job: Job) -> SubmitOutcomeUnknownError:
+    if job.state is JobState.SUBMITTING:
+        return SubmitOutcomeUnknownError(
+            f"job {job.id} is being submitted to {job.provider} (or its submitter stopped mid-send: "
+            "`resume` settles it)",
+            provider=job.provider,
+            job=job,
+        )
+    return unknown_error(job)
+
+
+def _cost(job: Job, seconds: float | None) -> Cost | None:
+    price = job.provider_data.get("price_per_second")
+    if price is None:
+        return None
+    if seconds is not None:
+        return Cost.of(Decimal(str(price)), seconds, "output_duration")
+    expected = job.provider_data.get("expected_output_seconds")
+    return Cost.of(Decimal(str(price)), float(expected), "estimate") if expected is not None else None
+
+
+def failure_of(job: Job) -> LipsyncError:
+    """The error a finished-but-not-completed (or unresolved) job stands for."""
+    return _unknown(job) if job.remote_id is None else _failure(job)

@@ -36,7 +36,7 @@ from .jobs import JobStore
 from .provider import Submission
 from .schema import Attempt, Cost, EventKind, Job, JobEvent, JobState, JobStatus, LipsyncResult
 
-__all__ = ["Lifecycle", "owner_id"]
+__all__ = ["Lifecycle", "owner_id", "owner_is_dead"]
 
 log = logging.getLogger("lipsyncer.lifecycle")
 
@@ -50,6 +50,26 @@ _UNFINISHED = frozenset({JobState.SUBMITTING, JobState.UNKNOWN, JobState.QUEUED,
 def owner_id() -> str:
     """A claim owner unique to this client: host, process and a random part (two clients in one process)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that no longer exists (SIGKILLed, crashed).
+
+    Its claim is then free at once instead of after its lease: a killed submitter must not hold its jobs
+    for minutes. Owners on other hosts are judged by their lease alone (hostnames are taken to be unique
+    per process namespace, as containers and machines give them).
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class Lifecycle:
@@ -282,16 +302,28 @@ class Lifecycle:
     # ------------------------------------------------------------------ claims
 
     def claim(self, job_id: str) -> bool:
+        """Take the job's claim: free, expired, ours already, or held by a dead process on this host."""
         now = self.clock()
-        return self.store.claim(job_id, self.owner, until=now + self.lease, now=now)
+        if self.store.claim(job_id, self.owner, until=now + self.lease, now=now):
+            return True
+        held = self.store.claim_of(job_id)
+        if held is not None and owner_is_dead(held.owner):
+            # Atomic still: succeeds only while the dead owner's lease is the one stored.
+            return self.store.claim(job_id, self.owner, until=now + self.lease, now=held.until)
+        return False
 
     def release(self, job_id: str) -> None:
         self.store.release(job_id, self.owner)
 
     def claimed_elsewhere(self, job_id: str) -> bool:
-        """True while another owner holds an unexpired claim (a live submitter, completer or resumer)."""
+        """True while another live owner holds an unexpired claim (a submitter, completer or resumer)."""
         held = self.store.claim_of(job_id)
-        return held is not None and held.owner != self.owner and held.until > self.clock()
+        return (
+            held is not None
+            and held.owner != self.owner
+            and held.until > self.clock()
+            and not owner_is_dead(held.owner)
+        )
 
     @asynccontextmanager
     async def holding(self, job_id: str) -> AsyncIterator[bool]:

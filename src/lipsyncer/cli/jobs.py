@@ -1,4 +1,4 @@
-"""``jobs list | show | resume | cancel``: the job store, read and acted on from any process.
+"""``jobs list | show | resume | cancel | resolve``: the job store, read and acted on from any process.
 
 A job submitted by a process that was killed is resumed here; it is saved where that ``run`` asked (the output
 path is part of the stored job), never submitted again.
@@ -32,6 +32,7 @@ def build_jobs_app() -> typer.Typer:
     jobs.command("show")(show_command)
     jobs.command("resume")(resume_command)
     jobs.command("cancel")(cancel_command)
+    jobs.command("resolve")(resolve_command)
     return jobs
 
 
@@ -95,23 +96,14 @@ def resume_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Wait for stored unfinished jobs (after a crash or a restart) and save their videos where `run` said."""
+    """Finish stored jobs after a crash or a restart: wait for queued and running ones, fetch and save completed
+    ones, settle interrupted submits (unknown outcomes are explained, never re-sent blindly)."""
     ui = Ui.create(json_mode=as_json)
 
     async def go() -> int:
         async with open_session(ClientOptions(config=config, store=store)) as session:
             client = session.client
-            if job_id is not None:
-                pending = [_require(client, job_id)]
-            else:
-                pending = client.store.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=10_000)
-                unknown = client.store.list_jobs(states=[JobState.UNKNOWN], limit=10_000)
-                if unknown:
-                    ui.say(
-                        f"{len(unknown)} job(s) with an unknown submit outcome are not resumed "
-                        "(see `lipsyncer jobs list --state unknown`)",
-                        style="yellow",
-                    )
+            pending = [_require(client, job_id)] if job_id is not None else client.unfinished()
             if not pending:
                 ui.say("nothing to resume")
                 if ui.json_mode:
@@ -156,5 +148,30 @@ def cancel_command(job_id: JobIdArg, config: ConfigOpt = None, store: StoreOpt =
                 raise CliInputError(f"job {job_id} is already {job.state.value}")
             await session.client.cancel(job)
             ui.say(f"cancellation requested for {job.id} on {job.provider} (remote id {job.remote_id})")
+
+    anyio.run(go)
+
+
+def resolve_command(
+    job_id: JobIdArg,
+    remote_id: Annotated[
+        str,
+        typer.Argument(metavar="REMOTE_ID", help="The provider's id for the job (its dashboard, its logs)."),
+    ],
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Attach the provider's id to a job whose submit outcome is unknown; `jobs resume ID` then finishes it."""
+    ui = Ui.create()
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, store=store)) as session:
+            _require(session.client, job_id)
+            try:
+                job = await session.client.resolve(job_id, remote_id)
+            except LipsyncError as exc:
+                raise CliInputError(exc.message, fix=exc.fix) from None
+            ui.say(f"{job.id} is {job.state.value} on {job.provider} as {job.remote_id}")
+            ui.say(f"next: lipsyncer jobs resume {job.id}")
 
     anyio.run(go)

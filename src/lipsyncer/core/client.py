@@ -267,23 +267,7 @@ class AsyncLipsyncer:
         ``submitting`` rows whose submitter stopped become ``unknown``; ``unknown`` ones are re-sent with
         their key to a provider that honours it, and otherwise explained (the error says how to resolve).
         """
-        if job_id is not None:
-            jobs = [self.lifecycle.fresh(job_id)]
-        else:
-            jobs = [
-                j
-                for j in self.store.list_jobs(
-                    states=[
-                        JobState.SUBMITTING,
-                        JobState.UNKNOWN,
-                        JobState.QUEUED,
-                        JobState.RUNNING,
-                        JobState.COMPLETED,
-                    ],
-                    limit=1_000_000,
-                )
-                if j.state is not JobState.COMPLETED or self._waiting.unsaved(j)
-            ]
+        jobs = [self.lifecycle.fresh(job_id)] if job_id is not None else self.unfinished()
         out: list[LipsyncResult | LipsyncError | None] = [None] * len(jobs)
         limiter = anyio.CapacityLimiter(concurrency or self.settings.resume_concurrency)
 
@@ -298,6 +282,22 @@ class AsyncLipsyncer:
             for index, job in enumerate(jobs):
                 tg.start_soon(one, index, job)
         return [r for r in out if r is not None]
+
+    def unfinished(self) -> list[Job]:
+        """Every job ``resume()`` would act on: submitting, unknown, queued, running, and completed but not
+        yet fetched or saved where it was asked. Newest first."""
+        states = [
+            JobState.SUBMITTING,
+            JobState.UNKNOWN,
+            JobState.QUEUED,
+            JobState.RUNNING,
+            JobState.COMPLETED,
+        ]
+        return [
+            j
+            for j in self.store.list_jobs(states=states, limit=1_000_000)
+            if j.state is not JobState.COMPLETED or self._waiting.unsaved(j)
+        ]
 
     async def _resume_one(self, job: Job, on_status: StatusCallback | None) -> LipsyncResult:
         job = self.lifecycle.fresh(job)

@@ -38,6 +38,6 @@ class LipsyncProvider:
     def job_event(self, event: JobEvent) -> None:
         """Observe a job's life: submitted, each status change, attempts that failed, completion, download.
 
-        Called synchronously on the client's event loop: hand slow work to a queue. An exception here is
-        logged and never fails the job.
+        Fires once per stored transition. Called through pluggy on the client's event loop: hand slow work to
+        a queue. An exception here is logged and never fails the job (it ends that event's pluggy call).
         """

@@ -273,3 +273,28 @@ def test_config_naming_a_provider_that_is_not_installed_is_an_error(tmp_path: Pa
     assert "fal-v3" in str(info.value) and "strict_config" in (info.value.fix or "")
     relaxed = settings.with_overrides(strict_config=False)
     AsyncLipsyncer(relaxed, env={}, store=SQLiteJobStore(tmp_path / "j.sqlite"))
+
+
+async def test_a_fallback_stages_each_local_file_once(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    # The unified API refuses (rate limit: safe to fall back); fal-v2 serves with the files the fal-cdn
+    # storage already put on fal's CDN, where fal uploads land too: no second upload.
+    sandbox.add_fault(Fault(kind="http_error", api="unified", operation="create", status=429, times=5))
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+    async with make_client(only=["unified", "fal-v2"], storage="fal-cdn", max_attempts=2) as client:
+        job = await client.submit(request)
+    assert job.provider == "fal-v2" and [a.provider for a in job.attempts] == ["unified", "fal-v2"]
+    uploads = [r for r in sandbox.find_requests(api="cdn") if r.operation in ("upload", "upload_initiate")]
+    assert len(uploads) == 2  # one video, one audio, across both routes
+    assert [r.api for r in sandbox.submits()] == ["unified", "fal"]
+
+
+async def test_the_clients_own_receiver_is_tagged_on_every_job(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
+) -> None:
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="sync-3")
+    async with make_client(webhook_url="https://hooks.example/lipsync/fal-v3") as client:
+        job = await client.submit(request)
+    [submit] = sandbox.submits()
+    assert submit.query["fal_webhook"] == f"https://hooks.example/lipsync/fal-v3?lipsyncer_job={job.id}"

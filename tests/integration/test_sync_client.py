@@ -90,3 +90,44 @@ def test_typed_errors_for_unknown_jobs_and_missing_keys(tmp_path: Path) -> None:
             bare.route(request)
     assert info.value.fix == "set EVOLINK_API_KEY or FAL_KEY"
     assert {e.kind for e in info.value.exclusions} >= {"credentials", "model"}
+
+
+def test_a_closed_client_refuses_every_call(tmp_path: Path) -> None:
+    from lipsyncer import AsyncLipsyncer, ClientClosedError
+
+    lip = Lipsyncer(load_settings(env={}, cwd=tmp_path), env={}, store=SQLiteJobStore(tmp_path / "c.sqlite"))
+    lip.close()
+    lip.close()  # idempotent
+    assert lip.closed
+    request = LipsyncRequest(video="https://m.example/v.mp4", audio="https://m.example/a.wav", model="sync-3")
+    for call in (lambda: lip.submit(request), lambda: lip.route(request), lambda: lip.wait("job_x")):
+        with pytest.raises(ClientClosedError):
+            call()
+
+    async def closed_async() -> None:
+        client = AsyncLipsyncer(
+            load_settings(env={}, cwd=tmp_path), env={}, store=SQLiteJobStore(tmp_path / "d")
+        )
+        await client.aclose()
+        with pytest.raises(ClientClosedError):
+            client.provider("fal-v3")
+
+    import anyio
+
+    anyio.run(closed_async)
+
+
+def test_an_unclosed_client_never_hangs_interpreter_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from lipsyncer import Lipsyncer, JobNotFoundError, load_settings, SQLiteJobStore\n"
+        f"lip = Lipsyncer(load_settings(env={{}}), env={{}}, store=SQLiteJobStore({str(tmp_path / 'u.sqlite')!r}))\n"
+        "try:\n    lip.wait('job_missing')\nexcept JobNotFoundError:\n    print('looked up')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "looked up"

@@ -62,14 +62,19 @@ def new_job_id() -> str:
 
 @dataclass
 class _Staged:
-    """Staged URLs per input, shared by routes that can fetch each other's uploads."""
+    """Staged URLs per input, shared by routes that can fetch each other's uploads: fal plugins upload to
+    fal's CDN (upload domain ``fal-cdn``), which is also where the ``fal-cdn`` storage puts files."""
 
+    storage: str | None
     urls: dict[tuple[str, str], str]
 
     async def url(self, provider: Provider, field: str, media: MediaSource) -> str:
         if media.kind is MediaKind.URL or (media.kind is MediaKind.DATA_URI and provider.accepts_data_uris):
             return str(media.value)
-        domain = (provider.upload_domain or provider.id) if provider.uploads_local_files else "storage"
+        if provider.uploads_local_files:
+            domain = provider.upload_domain or provider.id
+        else:
+            domain = self.storage or "storage"
         key = (domain, field)
         if key not in self.urls:
             self.urls[key] = await provider.stage(media)
@@ -136,7 +141,7 @@ class Submitter:
             return await self._attempts(job, request, candidates)
 
     async def _attempts(self, job: Job, request: LipsyncRequest, candidates: list[Route]) -> Job:
-        staged = _Staged(urls={})
+        staged = _Staged(storage=self.registry.settings.storage, urls={})
         attempts: list[Attempt] = []
         budget = self.registry.settings.max_attempts
         last_error: LipsyncError | None = None

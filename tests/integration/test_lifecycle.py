@@ -298,3 +298,27 @@ async def test_the_clients_own_receiver_is_tagged_on_every_job(
         job = await client.submit(request)
     [submit] = sandbox.submits()
     assert submit.query["fal_webhook"] == f"https://hooks.example/lipsync/fal-v3?lipsyncer_job={job.id}"
+
+
+async def test_a_prepared_job_is_sent_once_however_often_it_is_sent(
+    make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+    async with make_client() as client, make_client() as other:
+        job = client.prepare(request, idempotency_key="ep-7", save_to=tmp_path / "ep7.mp4")
+        assert (job.state, job.sends, job.remote_id) == (JobState.SUBMITTING, 0, None)
+        assert sandbox.requests == []  # stored, nothing sent
+        async with anyio.create_task_group() as tg:  # an at-least-once queue delivering the task twice
+            tg.start_soon(client.send, job.id)
+            tg.start_soon(other.send, job.id)
+        sent = client.store.get(job.id)
+        assert sent is not None and sent.remote_id is not None and sent.sends == 1
+        assert (await client.send(job.id)).remote_id == sent.remote_id
+        with pytest.raises(ValueError, match="URLs or file paths"):
+            client.prepare(
+                LipsyncRequest(video=media.video.read_bytes(), audio=media.audio, model="lipsync-2")
+            )
+        unsent = client.prepare(request.model_copy(update={"sync_mode": SyncMode.LOOP}))
+        outcomes = await other.resume()  # a prepared job nobody sent is sent by resume, once
+        assert {o.job_id for o in outcomes if not isinstance(o, Exception)} == {job.id, unsent.id}
+    assert len(sandbox.submits()) == 2

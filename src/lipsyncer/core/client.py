@@ -209,7 +209,41 @@ class AsyncLipsyncer:
             if stored is not None:
                 return stored
         plan = self.route(request)
-        return await self._submitter.submit(request, plan, idempotency_key=idempotency_key, save_to=save_to)
+        job = self._submitter.prepare(request, plan, idempotency_key=idempotency_key, save_to=save_to)
+        return await self._submitter.send(job, request, plan)
+
+    def prepare(
+        self,
+        request: LipsyncRequest,
+        *,
+        idempotency_key: str | None = None,
+        save_to: str | Path | None = None,
+    ) -> Job:
+        """Route and store the job without sending it (state ``submitting``, ``sends`` 0): a queue or worker
+        sends it later with :meth:`send`. Its media must be URLs, or paths the sender can read."""
+        request = self.resolve_request(request)
+        if idempotency_key is not None:
+            stored = self._submitter.replay(request, idempotency_key)
+            if stored is not None:
+                return stored
+        for media in (request.video, request.audio):
+            if media.kind not in (MediaKind.URL, MediaKind.PATH):
+                raise InvalidRequestError(
+                    f"a prepared job's media must be URLs or file paths, not {media.describe()}",
+                    field="video" if media is request.video else "audio",
+                    fix="pass a URL (or a path the sender can read), or use submit() in one process",
+                )
+        plan = self.route(request)
+        return self._submitter.prepare(request, plan, idempotency_key=idempotency_key, save_to=save_to)
+
+    async def send(self, job: Job | str) -> Job:
+        """Send a prepared job (any process sharing the store may). A job already sent is returned as stored:
+        nothing leaves twice, however often ``send`` is called (at-least-once queues)."""
+        job = self.lifecycle.fresh(job)
+        if job.state is not JobState.SUBMITTING or job.sends or job.remote_id is not None:
+            return job
+        request = LipsyncRequest.model_validate(job.request)
+        return await self._submitter.send(job, request, self.route(request))
 
     async def status(self, job: Job | str) -> JobStatus:
         """One look-up (stored); a job without a remote id reports its state and why, with no network call."""
@@ -306,9 +340,12 @@ class AsyncLipsyncer:
                 raise SubmitOutcomeUnknownError(
                     f"job {job.id} is being submitted by another process", provider=job.provider, job=job
                 )
-            job = self.lifecycle.unknown(
-                job, message="the process submitting it stopped before it stored the provider's answer"
-            )
+            if not job.sends:  # prepared, never sent: sending it now cannot bill twice
+                job = await self.send(job)
+            if job.state is JobState.SUBMITTING:
+                job = self.lifecycle.unknown(
+                    job, message="the process submitting it stopped before it stored the provider's answer"
+                )
         if job.state is JobState.UNKNOWN and job.remote_id is None:
             job = await self._submitter.resend(job)
         return await self._waiting.wait(job, on_status=on_status)

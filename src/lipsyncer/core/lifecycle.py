@@ -137,7 +137,8 @@ class Lifecycle:
         target: str | None,
         data: Mapping[str, Any] | None = None,
     ) -> Job:
-        """The route of the attempt about to leave (and what re-sending it needs), stored before it leaves."""
+        """The route of the attempt about to leave (and what re-sending it needs), stored before it leaves;
+        counts the send, so a resumer tells a job never sent from one whose answer may be lost."""
 
         def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
             if draft.state not in (JobState.SUBMITTING, JobState.UNKNOWN) or draft.remote_id is not None:
@@ -162,6 +163,7 @@ class Lifecycle:
             draft.provider, draft.model, draft.endpoint, draft.target = provider, model, endpoint, target
             draft.provider_data = merged
             draft.state = JobState.SUBMITTING
+            draft.sends += 1
             return []
 
         return self._apply(job, change)

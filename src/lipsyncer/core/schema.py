@@ -609,6 +609,10 @@ class Job(BaseModel):
         default=None, description="None while submitting, and when the submit's outcome is unknown"
     )
     version: int = Field(default=0, description="bumped by every stored transition (compare-and-swap)")
+    sends: int = Field(
+        default=0,
+        description="submit requests that may have left (counted before each leaves); 0: never sent",
+    )
     idempotency_key: str | None = Field(
         default=None, description="the caller's key, else the job id: one job per key per store"
     )

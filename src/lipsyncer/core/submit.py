@@ -34,7 +34,7 @@ from .lifecycle import Lifecycle
 from .provider import ModelSpec, Provider, Submission
 from .registry import Registry
 from .router import Route, RoutePlan
-from .schema import Attempt, Job, LipsyncRequest, MediaKind, MediaSource
+from .schema import Attempt, Job, JobState, LipsyncRequest, MediaKind, MediaSource
 
 __all__ = ["JOB_PARAM", "Submitter", "tag_webhook"]
 
@@ -71,10 +71,8 @@ class _Staged:
     async def url(self, provider: Provider, field: str, media: MediaSource) -> str:
         if media.kind is MediaKind.URL or (media.kind is MediaKind.DATA_URI and provider.accepts_data_uris):
             return str(media.value)
-        if provider.uploads_local_files:
-            domain = provider.upload_domain or provider.id
-        else:
-            domain = self.storage or "storage"
+        own = provider.upload_domain or provider.id
+        domain = own if provider.uploads_local_files else (self.storage or "storage")
         key = (domain, field)
         if key not in self.urls:
             self.urls[key] = await provider.stage(media)
@@ -108,7 +106,7 @@ class Submitter:
         stored = self.lifecycle.store.get_by_key(idempotency_key)
         return None if stored is None else _same_request(stored, request.fingerprint())
 
-    async def submit(
+    def prepare(
         self,
         request: LipsyncRequest,
         plan: RoutePlan,
@@ -116,9 +114,10 @@ class Submitter:
         idempotency_key: str | None,
         save_to: str | Path | None,
     ) -> Job:
+        """Write the job ahead of any send (state ``submitting``, nothing sent yet). With a key already
+        stored, the stored job (after checking it is the same request)."""
         fingerprint = request.fingerprint()
-        candidates = list(plan.candidates if self.registry.settings.fallbacks else plan.candidates[:1])
-        first = candidates[0]
+        first = plan.candidates[0]
         job_id = new_job_id()
         job = Job(
             id=job_id,
@@ -135,9 +134,16 @@ class Submitter:
         if plan.output_seconds is not None:
             job.provider_data["expected_output_seconds"] = plan.output_seconds
         job, created = self.lifecycle.begin(job)
-        if not created:  # another process stored the same key between our look-up and our insert
-            return _same_request(job, fingerprint)
-        async with self.lifecycle.holding(job.id):  # a live submitter: resumers leave the row alone
+        return job if created else _same_request(job, fingerprint)
+
+    async def send(self, job: Job, request: LipsyncRequest, plan: RoutePlan) -> Job:
+        """Send a prepared job through the plan, holding its claim (a live sender: resumers leave it alone).
+        A job already sent, by this process or another, is returned as stored: nothing leaves twice."""
+        async with self.lifecycle.holding(job.id) as mine:
+            job = self.lifecycle.fresh(job)
+            if not mine or job.state is not JobState.SUBMITTING or job.sends or job.remote_id is not None:
+                return job
+            candidates = list(plan.candidates if self.registry.settings.fallbacks else plan.candidates[:1])
             return await self._attempts(job, request, candidates)
 
     async def _attempts(self, job: Job, request: LipsyncRequest, candidates: list[Route]) -> Job:

@@ -1,5 +1,6 @@
 """lipsyncer: every hosted lip-sync API behind one typed, pluggable interface."""
 
+from .core.batch import BatchItem, Outcome
 from .core.client import AsyncLipsyncer
 from .core.config import PollingPolicy, ProviderSettings, Settings, load_settings
 from .core.errors import (
@@ -61,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveSpeaker",
     "AsyncLipsyncer",
+    "BatchItem",
     "Attempt",
     "AuthenticationError",
     "CancelNotSupportedError",
@@ -87,6 +89,7 @@ __all__ = [
     "ModelSpec",
     "NoRouteError",
     "Option",
+    "Outcome",
     "PluginError",
     "PollingPolicy",
     "Provider",

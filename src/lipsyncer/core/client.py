@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import httpx
 
+from .batch import BatchItem, Outcome, run_batch
 from .config import PollingPolicy, Settings
 from .errors import (
     InvalidRequestError,
@@ -80,7 +81,11 @@ class AsyncLipsyncer:
             else SQLiteJobStore(self.settings.job_store or default_store_path(dict(self.registry.env)))
         )
         self.lifecycle = Lifecycle(
-            self.store, self._emit, lease=self.settings.claim_lease, clock=clock or time.time
+            self.store,
+            self._emit,
+            lease=self.settings.claim_lease,
+            clock=clock or time.time,
+            settled=lambda job: self.registry.limits.release(job.provider, job.id),
         )
         self._submitter = Submitter(self.registry, self.lifecycle)
         self._waiting = Waiting(self.registry, self.lifecycle)
@@ -263,7 +268,24 @@ class AsyncLipsyncer:
     ) -> LipsyncResult:
         """``submit`` then ``wait`` (and save the video to ``save_to`` as soon as it is done)."""
         job = await self.submit(request, idempotency_key=idempotency_key, save_to=save_to)
-        return await self.wait(job, on_status=on_status)
+        return await self._resume_one(job, on_status)  # a replayed key's job may still need settling
+
+    async def run_many(
+        self,
+        items: Iterable[BatchItem | tuple[str, LipsyncRequest]],
+        *,
+        concurrency: int | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Run many jobs; yield each :class:`Outcome` (result or typed error, with its key) as it finishes.
+
+        Each item's key is its idempotency key, so running the same items again submits nothing twice:
+        finished jobs come back at once, unfinished ones are resumed. ``concurrency`` bounds the jobs in
+        progress at once (None: all; the providers' ``max_in_flight`` and ``submits_per_minute`` still hold).
+        Iterate to the end, or close the iterator (``contextlib.aclosing``) to cancel what is left.
+        """
+        async for outcome in run_batch(self, items, concurrency=concurrency, on_status=on_status):
+            yield outcome
 
     async def cancel(self, job: Job | str) -> None:
         """Ask the provider to cancel, then record what it reports."""

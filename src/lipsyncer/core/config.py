@@ -23,7 +23,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["PluginSettings", "PollingPolicy", "ProviderSettings", "Settings", "load_settings"]
+__all__ = [
+    "LimitsSettings",
+    "PluginSettings",
+    "PollingPolicy",
+    "ProviderSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class _Strict(BaseModel):
@@ -66,6 +73,15 @@ class ProviderSettings(_Strict):
     prices: dict[str, Decimal] = Field(default_factory=dict, description="model -> USD per output second")
     polling: PollingPolicy | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="jobs submitted to this provider and not finished, at most"
+    )
+    submits_per_minute: float | None = Field(default=None, gt=0, description="submits in any minute, at most")
+    max_requests: int = Field(
+        default=32,
+        ge=1,
+        description="HTTP requests to this provider at once (kept below the connection pool)",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -73,6 +89,14 @@ class ProviderSettings(_Strict):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+
+class LimitsSettings(_Strict):
+    backend: str | None = Field(
+        default=None,
+        description="where limits are counted: None for this process; a URL (redis://...) for a fleet, "
+        "served by a plugin's make_limit_backend hook",
+    )
 
 
 class PluginSettings(_Strict):
@@ -102,6 +126,7 @@ class Settings(_Strict):
     resume_concurrency: int = Field(default=8, ge=1, description="jobs resume() finishes at once")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")
     sandbox: bool = False

@@ -394,6 +394,9 @@ class LipsyncRequest(_Input):
     model_mode: str | None = None
     emotion: str | None = None
     webhook_url: str | None = None
+    max_cost: Decimal | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="USD: routes estimated to cost more are excluded"
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("video", "audio", mode="before")
@@ -462,7 +465,7 @@ class LipsyncRequest(_Input):
 
     def fingerprint(self) -> str:
         """A hash of what is billed: the same fingerprint means the same job would be paid twice."""
-        data = self.model_dump(mode="json", exclude={"video", "audio", "metadata"})
+        data = self.model_dump(mode="json", exclude={"video", "audio", "metadata", "max_cost"})
         data["video"] = self.video.fingerprint()
         data["audio"] = self.audio.fingerprint()
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))

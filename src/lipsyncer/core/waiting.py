@@ -133,8 +133,9 @@ class Waiting:
             while True:
                 status: JobStatus | None = None
                 try:
-                    with anyio.fail_after(policy.call_timeout):
-                        status = await provider.status(job)
+                    async with self.registry.requests(job.provider):
+                        with anyio.fail_after(policy.call_timeout):
+                            status = await provider.status(job)
                     failures = 0
                 except (ProviderError, TimeoutError) as exc:
                     failures += 1
@@ -227,8 +228,9 @@ class Waiting:
         failures = 0
         while True:
             try:
-                with anyio.fail_after(policy.call_timeout * 2):
-                    return await provider.result(job)
+                async with self.registry.requests(job.provider):
+                    with anyio.fail_after(policy.call_timeout * 2):
+                        return await provider.result(job)
             except JobFailedError as exc:
                 status = JobStatus(
                     state=JobState.FAILED,

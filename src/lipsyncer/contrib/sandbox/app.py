@@ -261,6 +261,14 @@ class Sandbox:
         """Block until every job is rendered and every webhook settled; False if ``timeout`` passes first."""
         return self._engine.wait_idle(timeout)
 
+    def wait_rendered(self, timeout: float = 30.0) -> bool:
+        """Block until every job's inputs are fetched and its output rendered (or its failure known).
+
+        The step a ``ManualClock`` test takes before ``clock.advance``: rendering is real work on worker
+        threads, so a job finishes at ``max(start + processing_seconds, the clock when its render ended)``.
+        """
+        return self._engine.wait_rendered(timeout)
+
     def close(self) -> None:
         """Stop the worker, timer and delivery threads (pending work is dropped)."""
         self._engine.close()

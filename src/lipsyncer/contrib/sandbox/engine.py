@@ -264,6 +264,17 @@ class Engine:
                 return False
         return True
 
+    def wait_rendered(self, timeout: float) -> bool:
+        """Block until every job's work (fetch, checks, render) is done; False on timeout (real time)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(job.work_done is None for job in self._order):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.05))
+            return True
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until every job is rendered and every notification settled; False on timeout.
 

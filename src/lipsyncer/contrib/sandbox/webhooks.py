@@ -23,7 +23,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .clock import Clock
+from .clock import Clock, MonotonicClock
 from .exchange import is_loopback_host
 from .recording import DeliveryLog, WebhookDelivery
 from .scheduler import Scheduler
@@ -42,8 +42,8 @@ def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -
 class WebhookSigner:
     """The sandbox's fal webhook key pair (deterministic from the seed) and its JWKS."""
 
-    def __init__(self, seed: int, user_id: str, clock: Clock) -> None:
-        self._clock = clock
+    def __init__(self, seed: int, user_id: str, clock: Clock | None = None) -> None:
+        self._clock = clock or MonotonicClock()
         secret = hashlib.sha256(f"lipsyncer-sandbox-webhook-key:{seed}".encode()).digest()
         self._key = Ed25519PrivateKey.from_private_bytes(secret)
         self.public_key: Ed25519PublicKey = self._key.public_key()

@@ -183,3 +183,27 @@ async def test_result_fetch_failures_hit_only_finished_jobs(
 def test_invalid_accept_faults_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Fault.model_validate(kwargs)
+
+
+async def test_unfinished_only_faults_spare_submits_and_finished_jobs(
+    make_sandbox: Callable[..., Sandbox], media: Media
+) -> None:
+    clock = ManualClock()
+    sandbox = make_sandbox(
+        clock=clock,
+        queue_seconds=1,
+        processing_seconds=1,
+        faults=[Fault(kind="http_error", api="fal", finished=False, status=503)],
+    )
+    async with httpx.AsyncClient(transport=sandbox.transport()) as http:
+        submitted = await http.post(
+            f"{QUEUE}/fal-ai/sync-lipsync/v2", json=inputs(sandbox, media), headers=FAL_AUTH
+        )
+        assert submitted.status_code == 200, "a submit names no known job: not matched"
+        status_url = submitted.json()["status_url"]
+        assert (await http.get(status_url, headers=FAL_AUTH)).status_code == 503
+        assert sandbox.wait_rendered()
+        clock.advance(2)
+        assert (await http.get(status_url, headers=FAL_AUTH)).json()["status"] == "COMPLETED"
+    (stats,) = sandbox.faults
+    assert (stats.matched, stats.fired) == (1, 1)

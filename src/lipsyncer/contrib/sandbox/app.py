@@ -69,7 +69,7 @@ class Sandbox:
         if config.seed is None:
             # A fresh seed per instance: two sandboxes never hand out the same ids (jobs from two runs must
             # not collide by remote id in one job store); config.seed says which, to repeat a run.
-            config = config.model_copy(update={"seed": secrets.randbits(63)})
+            config = config.model_copy(update={"seed": secrets.randbits(32)})
         self._config = config
         self._engine = Engine(self._config)
         self._fal = FalApi(self._engine)
@@ -477,6 +477,7 @@ class Sandbox:
                 "fault": s.fault.model_dump(mode="json"),
                 "matched": s.matched,
                 "fired": s.fired,
+                "chosen": s.chosen,
             }
             for s in self.faults
         ]

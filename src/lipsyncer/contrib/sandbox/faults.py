@@ -81,7 +81,7 @@ class Fault(BaseModel):
     endpoint: str | None = Field(default=None, description="fal endpoint id, or the unified model id")
     finished: bool | None = Field(
         default=None,
-        description="match only requests about a job that has (True) or has not (False) finished: "
+        description="match only requests about a known job that has (True) or has not (False) finished: "
         "True on fal's result GET or the unified task GET makes a result-fetch failure",
     )
     times: int | None = Field(default=None, ge=1, description="fire on the first N matching requests")
@@ -173,8 +173,8 @@ class Fault(BaseModel):
             return False
         if self.operation is not None and self.operation != operation:
             return False
-        if self.finished is not None and self.finished != bool(finished):
-            return False
+        if self.finished is not None and self.finished is not finished:
+            return False  # set: the request must name a known job in that state
         return self.endpoint is None or self.endpoint == endpoint
 
 

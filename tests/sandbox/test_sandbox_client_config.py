@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from lipsyncer import AsyncLipsyncer, LipsyncRequest, SQLiteJobStore, load_settings
+from lipsyncer import AsyncLipsyncer, LipsyncRequest, Settings, SQLiteJobStore, load_settings
 from lipsyncer.contrib.sandbox import ManualClock, Sandbox, serve_in_thread
 from lipsyncer.contrib.sandbox.testing import SampleMedia as Media
 
@@ -154,6 +154,23 @@ async def test_unified_with_local_files_and_a_loopback_callback_through_the_prin
     assert create.body["callback_url"].startswith(f"{hook_base}/done")
     (callback,) = hooks.bodies
     assert json.loads(callback)["status"] == "completed"
+
+
+async def test_in_process_the_config_without_base_url_is_enough_for_unified_with_local_files(
+    make_sandbox: Callable[..., Sandbox], media: Media, tmp_path: Path
+) -> None:
+    """What ``--sandbox`` needs: the storage (and options) only; the transport reaches the sandbox."""
+    sandbox = make_sandbox()
+    settings = Settings().with_overrides(**sandbox.client_config(), polling={"initial_interval": 0.05})
+    async with AsyncLipsyncer(
+        settings, env=KEYS, transport=sandbox.transport(), store=SQLiteJobStore(tmp_path / "jobs.sqlite")
+    ) as client:
+        result = await client.run(
+            LipsyncRequest(video=media.video, audio=media.audio, model="unified:sync-3")
+        )
+    assert result.served_by.provider == "unified"
+    (create,) = sandbox.submits()
+    assert sandbox.file_bytes(create.body["video_url"]) == media.video.read_bytes()
 
 
 def _free_port() -> int:

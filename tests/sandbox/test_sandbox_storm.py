@@ -125,10 +125,16 @@ async def test_storm_reads_and_result_fetches_meet_transient_faults(
         job = (await http.post(f"{QUEUE}/fal-ai/sync-lipsync/v2", json=body(0), headers=FAL_AUTH)).json()
         sandbox.add_fault(Fault.storm(1.0, seed=2, apis=("fal",))[0])
         seen: Counter[str] = Counter()
+        waits: set[str | None] = set()
         for _ in range(40):
             try:
-                seen[str((await http.get(job["status_url"], headers=FAL_AUTH)).status_code)] += 1
+                response = await http.get(job["status_url"], headers=FAL_AUTH)
             except httpx.RemoteProtocolError:
                 seen["dropped"] += 1
+                continue
+            seen[str(response.status_code)] += 1
+            if response.status_code == 429:
+                waits.add(response.headers.get("retry-after"))
     assert set(seen) == {"429", "500", "503", "dropped"}, "reads meet only transient faults"
+    assert waits == {"1"}, "a storm's rate limits ask for a 1 s wait, not a minute"
     assert sandbox.accepted_count() == 1

@@ -116,6 +116,7 @@ class Fault(BaseModel):
         *,
         apis: Iterable[FaultApi] = ("fal", "unified"),
         hold_seconds: float | None = None,
+        retry_after: int | None = 1,
     ) -> list[Fault]:
         """A mixed fault storm: each request to ``apis`` meets a fault with chance ``rate``, seeded by ``seed``.
 
@@ -123,8 +124,10 @@ class Fault(BaseModel):
         unified ``create``) a 429, a 500, a 503, a gateway page before acceptance, a dropped connection before
         acceptance, or, after the job **is** created, a dropped connection or a 502/504 gateway page (and a
         held answer of ``hold_seconds`` when given); on any other request (status polls, result fetches after
-        completion, cancels, uploads) a 429, a 500, a 503 or a dropped connection. Same seed and request
-        order, same faults. Use as ``SandboxConfig(faults=Fault.storm(0.2, seed=7))``.
+        completion, cancels, uploads) a 429, a 500, a 503 or a dropped connection. A 429 carries
+        ``Retry-After: retry_after`` (None: each API's own default, 60 s on the unified API), so a storm test
+        does not wait a minute per rate limit. Same seed and request order, same faults. Use as
+        ``SandboxConfig(faults=Fault.storm(0.2, seed=7))``.
         """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate is a probability between 0 and 1, got {rate}")
@@ -182,7 +185,7 @@ def storm_menu(storm: Fault, api: str, operation: str) -> list[Fault]:
     """The concrete faults a ``storm`` picks from for one request (see ``Fault.storm``)."""
     unified = api == "unified"
     menu = [
-        Fault(kind="http_error", status=429),
+        Fault(kind="http_error", status=429, retry_after=storm.retry_after),
         Fault(kind="http_error", status=500),
         Fault(kind="http_error", status=503),
         Fault(kind="drop_connection"),

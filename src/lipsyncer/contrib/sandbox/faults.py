@@ -131,7 +131,17 @@ class Fault(BaseModel):
         """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate is a probability between 0 and 1, got {rate}")
-        return [cls(kind="storm", api=api, probability=rate, seed=seed, seconds=hold_seconds) for api in apis]
+        return [
+            cls(
+                kind="storm",
+                api=api,
+                probability=rate,
+                seed=seed,
+                seconds=hold_seconds,
+                retry_after=retry_after,
+            )
+            for api in apis
+        ]
 
     @model_validator(mode="after")
     def _check(self) -> Fault:

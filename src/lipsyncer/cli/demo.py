@@ -7,6 +7,7 @@ of different lengths, then checks the saved file's probed duration against the s
 from __future__ import annotations
 
 import contextlib
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,6 @@ import anyio
 import typer
 
 from ..core.media import output_duration, probe
-from ..core.plugins import PluginHost
 from ..core.schema import LipsyncRequest, SyncMode
 from .errors import EXIT_ERROR, Failure
 from .options import ConfigOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
@@ -163,26 +163,58 @@ def serve_command(
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (loopback by default).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")
+    ] = 8765,
     processing_seconds: Annotated[
         float, typer.Option("--processing-seconds", min=0.0, help="Least time a job is in progress.")
     ] = 1.0,
     queue_seconds: Annotated[
         float, typer.Option("--queue-seconds", min=0.0, help="Time a job waits queued.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="Ids and fault coin flips derive from it.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Ids and fault coin flips derive from it (default: a fresh one per run)."
+        ),
+    ] = None,
+    insecure_callbacks: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-callbacks",
+            help="Let the unified API call back http:// loopback URLs (to try webhooks locally).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the sandbox on HOST:PORT until interrupted (point providers' base_url at it)."""
-    from ..contrib.sandbox import SandboxConfig, serve
+    """Serve the sandbox on HOST:PORT until interrupted, and print the config that points lipsyncer at it."""
+    from ..contrib.sandbox import Sandbox, SandboxConfig, serve
 
-    config = SandboxConfig(processing_seconds=processing_seconds, queue_seconds=queue_seconds, seed=seed)
+    if port == 0:
+        port = _free_port(host)
+    config = SandboxConfig(
+        processing_seconds=processing_seconds,
+        queue_seconds=queue_seconds,
+        seed=seed,
+        allow_insecure_callbacks=insecure_callbacks,
+    )
     ui = Ui.create()
-    url = f"http://{host}:{port}"
-    ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
-    ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
-    ui.say("point a config at it:")
-    for pid in sorted(PluginHost().providers):
-        ui.say(f'  [providers.{pid}]\n  base_url = "{url}"')
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
-        serve(config, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    with Sandbox(config) as sandbox:
+        ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
+        ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
+        ui.say(f"seed: {sandbox.config.seed} (--seed {sandbox.config.seed} repeats this run's ids)")
+        ui.say("point a config at it (a lipsyncer.toml, or --config FILE):")
+        ui.say()
+        ui.say(sandbox.client_config_toml(url))
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
+            serve(host=host, port=port, sandbox=sandbox)
     ui.say("sandbox stopped")
+
+
+def _free_port(host: str) -> int:
+    """A port nothing listens on now, so the printed URL is the one served (``--port 0``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

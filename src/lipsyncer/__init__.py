@@ -62,9 +62,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveSpeaker",
     "AsyncLipsyncer",
-    "BatchItem",
     "Attempt",
     "AuthenticationError",
+    "BatchItem",
     "CancelNotSupportedError",
     "ClientClosedError",
     "ConfigError",

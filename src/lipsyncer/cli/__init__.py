@@ -108,7 +108,7 @@ def _root(
 
 def build_app() -> typer.Typer:
     """A new app per call: commands are registered on it here, never on a module-level object."""
-    from . import demo, providers, run
+    from . import batch, demo, providers, run
     from .jobs import build_jobs_app
 
     app = typer.Typer(
@@ -121,6 +121,7 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_root)
     run.register(app)
+    batch.register(app)
     providers.register(app)
     app.add_typer(build_jobs_app(), name="jobs")
     demo.register(app)

@@ -117,7 +117,8 @@ class Settings(_Strict):
     webhook_jwks_url: str | None = None
     webhook_url: str | None = Field(
         default=None,
-        description="this client's own webhook receiver; jobs are tagged with lipsyncer_job=<id> on it",
+        description="this client's own webhook receiver ({provider} is replaced by the provider id); "
+        "every job is tagged with lipsyncer_job=<id> on it",
     )
     strict_config: bool = Field(
         default=True, description="config naming providers or storages that are not installed is an error"

@@ -91,15 +91,18 @@ class Submitter:
         self._sleep = sleep
 
     def _webhook_for(self, provider: Provider, request: LipsyncRequest, route: Route) -> str | None:
-        """The request's webhook, else the client's own receiver when this route can take it; tagged."""
+        """The request's webhook, else the client's own receiver when this route can take it (its
+        ``{provider}`` placeholder filled, as ``webhook_app`` routes by provider id)."""
         url = request.webhook_url
-        if url is None and self.registry.settings.webhook_url and provider.accepts_webhooks:
-            candidate = request.model_copy(update={"webhook_url": self.registry.settings.webhook_url})
+        receiver = self.registry.settings.webhook_url
+        if url is None and receiver and provider.accepts_webhooks:
+            receiver = receiver.replace("{provider}", provider.id)
+            candidate = request.model_copy(update={"webhook_url": receiver})
             try:
                 provider.check(candidate, route.model)
             except LipsyncError:
                 return None
-            url = self.registry.settings.webhook_url
+            url = receiver
         return url
 
     def replay(self, request: LipsyncRequest, idempotency_key: str) -> Job | None:

@@ -7,6 +7,7 @@ from .core.errors import (
     CancelNotSupportedError,
     ConfigError,
     DeadlineExceededError,
+    InvalidMediaError,
     InvalidRequestError,
     JobFailedError,
     JobNotFoundError,
@@ -36,6 +37,7 @@ from .core.provider import (
     Submission,
     WebhookEvent,
 )
+from .core.redact import Redactor
 from .core.router import Route, RoutePlan
 from .core.schema import (
     ActiveSpeaker,
@@ -63,6 +65,7 @@ __all__ = [
     "ConfigError",
     "Cost",
     "DeadlineExceededError",
+    "InvalidMediaError",
     "InvalidRequestError",
     "Job",
     "JobEvent",
@@ -91,6 +94,7 @@ __all__ = [
     "ProviderUnavailableError",
     "QuotaExceededError",
     "RateLimitedError",
+    "Redactor",
     "ResultExpiredError",
     "Route",
     "RoutePlan",

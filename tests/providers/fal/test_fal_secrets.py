@@ -42,7 +42,7 @@ async def test_key_never_in_reprs_errors_or_logs(
     shown: list[Any] = []
 
     # A whole job with uploads, a retried rate limit and a webhook.
-    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=429, times=1))
+    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="status", status=429, times=1))
     provider = bed.provider(FalV3Provider)
     request = bed.request("sync-3", video=bed.media.video, audio=bed.media.audio, webhook_url=bed.webhook)
     submission = await bed.submit(provider, request)

@@ -30,6 +30,7 @@ __all__ = [
     "RequestNotFoundError",
     "job_failed",
     "provider_error",
+    "refused_before_acceptance",
     "retryable_type",
 ]
 
@@ -68,6 +69,17 @@ _FIXES: Mapping[str, str] = {
     "request_timeout": "the job did not start in time; raise start_timeout or retry later",
     "client_cancelled": "the request was cancelled; submit it again if you still need it",
 }
+
+
+def refused_before_acceptance(status_code: int) -> bool:
+    """Does this answer to a submit that was sent certainly mean fal did not queue the job?
+
+    A 4xx is a refusal of the request as sent (bad key, no balance, invalid input, rate limit): nothing was
+    queued, so another route may be tried. Except 408 and 499, which proxies send when *they* gave up on a
+    request they may already have passed on. Every 5xx (fal's JSON or a gateway's HTML page alike), a 3xx and
+    a lost answer are unknown outcomes: the job may be queued and billed, so it is never sent again.
+    """
+    return 400 <= status_code < 500 and status_code not in (408, 499)
 
 
 def retryable_type(error_type: str | None) -> bool:

@@ -21,7 +21,7 @@ import logging
 import re
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -189,10 +189,8 @@ class Redactor:
         return exc
 
     def _one(self, exc: BaseException) -> None:
-        try:
+        with suppress(TypeError, AttributeError):  # an exception type that forbids it keeps its args
             exc.args = tuple(self.value(a) for a in exc.args)
-        except (TypeError, AttributeError):  # pragma: no cover - an exception type that forbids it
-            pass
         attributes = getattr(exc, "__dict__", {})
         for name, attr in list(attributes.items()):
             if isinstance(attr, BaseException):
@@ -259,7 +257,7 @@ class Redactor:
 
     def detach(self) -> None:
         """Stop redacting records for this client (its loggers keep other clients' redaction)."""
-        for logger, shared in self._attached:
+        for _logger, shared in self._attached:
             shared.discard(self)
         self._attached.clear()
 

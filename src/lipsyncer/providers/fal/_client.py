@@ -164,7 +164,11 @@ class BackupDomains(httpx.AsyncBaseTransport):
             headers = request.headers.copy()
             headers["Host"] = backup.netloc.decode("ascii")
             retry = httpx.Request(
-                request.method, backup, headers=headers, stream=request.stream, extensions=dict(request.extensions)
+                request.method,
+                backup,
+                headers=headers,
+                stream=request.stream,
+                extensions=dict(request.extensions),
             )
             try:
                 return await self._client.send(retry, stream=True)

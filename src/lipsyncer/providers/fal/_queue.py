@@ -240,9 +240,8 @@ class FalQueue:
 
         ``accepted=True`` marks calls about an existing job (status, result, cancel).
         """
-        with self._redactor.scrubbing():
-            with self._translated(accepted=accepted):
-                yield
+        with self._redactor.scrubbing(), self._translated(accepted=accepted):
+            yield
 
     @contextmanager
     def _translated(self, *, accepted: bool | None) -> Iterator[None]:

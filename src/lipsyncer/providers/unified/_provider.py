@@ -126,6 +126,7 @@ class UnifiedProvider(Provider):
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
         self._client: httpx.AsyncClient | None = None
+        context.redactor.attach()  # log lines of the lipsyncer tree, while this provider's redactor lives
 
     # ------------------------------------------------------------------ settings
 

@@ -93,7 +93,12 @@ class SubmitSent(Exception):
 
 
 class SubmitGuard(httpx.AsyncBaseTransport):
-    """Lets fal-client retry a submit only when nothing was sent (connect errors); anything later is final."""
+    """Under every queue client: a transport error after a submit was sent becomes :class:`SubmitSent`.
+
+    Connect errors (nothing was sent) pass through as they are. Submits are not retried by anyone here
+    (:meth:`FalAsyncClient.submit` sends once); the guard keeps a lost answer from ever looking like a
+    transport error that some retry loop would repeat.
+    """
 
     def __init__(self, inner: httpx.AsyncBaseTransport, *, owns_inner: bool) -> None:
         self._inner = inner

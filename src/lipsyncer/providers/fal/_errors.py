@@ -171,7 +171,8 @@ def provider_error(
     if status == 429:
         return RateLimitedError(failure.text, retry_after=failure.retry_after, **kw)
     if status == 404 and (lookup or failure.queue_status == "NOT_FOUND"):
-        kw.update(code=failure.code or "NOT_FOUND", accepted=None)
+        # A look-up: fal does not know the request. A submit: nothing was queued (accepted stays False).
+        kw.update(code=failure.code or "NOT_FOUND", accepted=None if lookup else accepted)
         return RequestNotFoundError(failure.text, **kw)
     if status == 400 and failure.queue_status == "ALREADY_COMPLETED":
         return AlreadyCompletedError(failure.text, **kw)

@@ -43,6 +43,8 @@ REFUSALS: list[tuple[int, type[ProviderError], bool]] = [
     (401, AuthenticationError, False),
     (402, QuotaExceededError, False),
     (403, AuthenticationError, False),
+    (404, ProviderRejectedError, False),
+    (413, ProviderRejectedError, False),
     (422, ProviderRejectedError, False),
     (429, RateLimitedError, True),
 ]
@@ -53,7 +55,7 @@ async def test_refusals_before_acceptance_may_fall_back(
     bed: Any, status: int, error: type[ProviderError], retryable: bool
 ) -> None:
     assert expected_refusal(status)
-    kind = "bad_request" if status == 422 else None
+    kind = "bad_request" if status in (404, 413, 422) else None
     bed.sandbox.add_fault(
         Fault(kind="http_error", api="fal", operation="submit", status=status, error_type=kind)
     )
@@ -69,6 +71,7 @@ async def test_refusals_before_acceptance_may_fall_back(
 
 UNKNOWN_ANSWERS: list[tuple[str, dict[str, Any]]] = [
     ("408", {"status": 408}),
+    ("499", {"status": 499}),
     ("500 internal_error", {"status": 500, "error_type": "internal_error"}),
     ("502 fal JSON", {"status": 502}),
     ("502 nginx page", {"status": 502, "ingress": True}),

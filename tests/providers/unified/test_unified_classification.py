@@ -78,7 +78,7 @@ def _gateway(inner: httpx.AsyncBaseTransport, status: int, *, forward: bool) -> 
 
 
 @pytest.mark.parametrize(
-    ("status", "forward"), [(502, True), (503, True), (503, False), (504, True), (408, True)]
+    ("status", "forward"), [(502, True), (503, True), (503, False), (504, True), (408, True), (499, True)]
 )
 async def test_gateway_pages_are_unknown_whether_or_not_they_forwarded(
     status: int, forward: bool, sandbox: Sandbox, make_provider: Fn, urls: Any, submit: Fn

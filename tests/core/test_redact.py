@@ -57,6 +57,14 @@ def test_httpx_objects_lose_credentials_and_echoes() -> None:
     assert KEY not in str(clean.request.url) and KEY not in repr(clean.request.headers)
 
 
+def test_a_copied_request_does_not_keep_an_upload() -> None:
+    upload = httpx.Request("POST", "https://cdn.test/files/upload", content=b"\x00" * 200_000)
+    small = httpx.Request("POST", "https://api.test/", content=f'{{"k": "{KEY}"}}'.encode())
+    r = Redactor([KEY])
+    assert r.request(upload).content == b""
+    assert r.request(small).content == f'{{"k": "{MARK}"}}'.encode()
+
+
 def _raise_chain() -> ProviderUnavailableError:
     request = httpx.Request("GET", "https://api.test/", headers={"Authorization": f"Bearer {KEY}"})
     response = httpx.Response(502, text=f"upstream saw {KEY}", request=request)

@@ -36,6 +36,7 @@ _CREDENTIAL_NAME = re.compile(r"(^|_)(KEY|API_KEY|TOKEN|SECRET|PASSWORD)$|API_?K
 _SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "set-cookie", "proxy-authorization"}
 )
+_KEEP_BODY = 64 * 1024
 E = TypeVar("E", bound=BaseException)
 
 
@@ -134,10 +135,15 @@ class Redactor:
         return {k: (MARK if k.lower() in _SECRET_HEADERS else self.text(v)) for k, v in items}
 
     def request(self, request: httpx.Request) -> httpx.Request:
-        """A copy safe to keep: no credential header, no secret in the URL or the body (when read)."""
+        """A copy safe to keep: no credential header, no secret in the URL or the body (when read).
+
+        A body over 64 KiB (an upload) is not kept: an error should not hold a video in memory.
+        """
         try:
             content = request.content
         except httpx.RequestNotRead:
+            content = b""
+        if len(content) > _KEEP_BODY:
             content = b""
         return httpx.Request(
             request.method,

@@ -61,8 +61,13 @@ class Redactor:
         """Values of variables named like credentials (``*_KEY``, ``*_TOKEN``, ``*_SECRET``...).
 
         For places that have no client to ask (the CLI's ``--debug`` traceback); a client knows its keys.
+        Values under 8 characters are left out: a ``DEBUG_TOKEN=1`` must not blank every "1" of a traceback.
         """
-        return cls(value for name, value in environ.items() if _CREDENTIAL_NAME.search(name))
+        return cls(
+            value
+            for name, value in environ.items()
+            if _CREDENTIAL_NAME.search(name) and len(value.strip()) >= 8
+        )
 
     # ------------------------------------------------------------------ secrets
 

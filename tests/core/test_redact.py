@@ -124,10 +124,12 @@ def test_from_environ_picks_credential_named_variables() -> None:
         "FAL_KEY": "fal-secret-123",
         "MY_API_TOKEN": "tok-456-abc",
         "HOME": "/home/me",
-        "EVOLINK_API_KEY": "ev-1",
+        "EVOLINK_API_KEY": "ev-0123456789",
+        "DEBUG_TOKEN": "1",  # too short to be a credential: every "1" would go
     }
     r = Redactor.from_environ(env)
-    assert r.text("fal-secret-123 tok-456-abc ev-1 /home/me") == f"{MARK} {MARK} {MARK} /home/me"
+    text = "fal-secret-123 tok-456-abc ev-0123456789 /home/me line 1"
+    assert r.text(text) == f"{MARK} {MARK} {MARK} /home/me line 1"
 
 
 # ----------------------------------------------------------------------------------------------- logging

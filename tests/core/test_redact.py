@@ -103,6 +103,12 @@ def test_an_exception_chain_is_redacted_in_place() -> None:
     assert exc.details == {"body": MARK} and exc.fix == f"not {MARK}"
 
 
+def test_the_traceback_text_of_a_chain_is_redacted() -> None:
+    text = Redactor([KEY]).traceback(_raise_chain())
+    assert KEY not in text
+    assert "HTTPStatusError" in text and "RuntimeError: wrapped: <redacted>" in text
+
+
 def test_scrubbing_redacts_what_propagates() -> None:
     r = Redactor([KEY])
     with pytest.raises(ValueError) as caught, r.scrubbing():

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lipsyncer import InvalidMediaError, InvalidRequestError, LipsyncRequest
 from lipsyncer.contrib.sandbox.testing import SampleMedia, sample_media
-from lipsyncer.core.media import check_local_media, sniff
+from lipsyncer.core.media import check_local_media, probe, sniff
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,34 @@ def test_arbitrary_bytes_pass_or_fail_typed(
         check_local_media(req, deep=deep)
     except InvalidMediaError as exc:
         assert exc.field in ("video", "audio") and exc.fix
+
+
+def live_webm(path: Path, frames: int, fps: int = 25) -> Path:
+    """A WebM written the way a browser's MediaRecorder writes one: live, so no duration in its header."""
+    import av
+
+    with av.open(str(path), "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame(64, 48, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes([i * 7 % 256]) * plane.buffer_size)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_a_recording_without_a_stated_duration_is_measured_not_refused(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    import av
+
+    clip = live_webm(tmp_path / "recording.webm", frames=25)
+    with av.open(str(clip)) as container:  # the premise: nothing in the file states its length
+        assert container.duration is None and container.streams.video[0].duration is None
+    check_local_media(request(clip, media.audio), deep=True)
+    assert probe(clip).duration == pytest.approx(25 / 25, abs=0.05)  # 25 frames at 25 fps

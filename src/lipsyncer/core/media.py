@@ -15,7 +15,7 @@ import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import InvalidMediaError
 from .schema import LipsyncRequest, MediaKind, MediaSource, SyncMode
@@ -139,12 +139,24 @@ def _probe_av(target: str | io.BytesIO, name: str) -> MediaInfo:
         raise MediaProbeError(f"{name} is not readable media: {exc}") from exc
 
 
-def _container_duration(container: object, vstream: object, astream: object) -> float:
+def _container_duration(container: Any, vstream: Any, astream: Any) -> float:
+    """The stated duration (a stream's, else the container's); when none is stated (a live recording, such
+    as a browser's WebM), the end of the last packet, read by demuxing (no decoding). 0.0: no packets."""
     for stream in (vstream, astream):
         if stream is not None and getattr(stream, "duration", None) and getattr(stream, "time_base", None):
-            return float(stream.duration * stream.time_base)  # type: ignore[attr-defined]
+            return float(stream.duration * stream.time_base)
     duration = getattr(container, "duration", None)
-    return float(duration) / 1_000_000 if duration else 0.0
+    if duration:
+        return float(duration) / 1_000_000
+    stream = vstream if vstream is not None else astream
+    if stream is None or stream.time_base is None:
+        return 0.0
+    end = 0.0
+    for packet in container.demux(stream):
+        start = packet.pts if packet.pts is not None else packet.dts
+        if start is not None:
+            end = max(end, float((start + (packet.duration or 0)) * stream.time_base))
+    return end
 
 
 def _probe_wav(path: Path | io.BytesIO, name: str | None = None) -> MediaInfo:

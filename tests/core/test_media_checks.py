@@ -149,6 +149,16 @@ def test_sniffing_names_the_common_formats(media: SampleMedia) -> None:
     assert sniff(b"ID3\x04" + bytes(60)) == ("audio", "MP3/AAC")
     assert sniff(b"\x1a\x45\xdf\xa3" + bytes(60)) == ("video", "Matroska/WebM")
     assert sniff("plain words, accents é and all\n".encode()) == ("text", "text")
+    assert sniff(b"\x89PNG\r\n\x1a\n" + bytes(60)) == ("image", "PNG")
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_a_still_image_is_not_a_video(media: SampleMedia, tmp_path: Path, deep: bool) -> None:
+    still = tmp_path / "face.jpg"
+    still.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200))
+    with pytest.raises(InvalidMediaError, match="still image \\(JPEG\\)") as info:
+        check_local_media(request(still, media.audio), deep=deep)
+    assert info.value.field == "video"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

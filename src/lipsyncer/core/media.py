@@ -171,7 +171,7 @@ def _probe_wav(path: Path | io.BytesIO, name: str | None = None) -> MediaInfo:
 
 # ------------------------------------------------------------------------------------ local input checks
 
-Sniffed = Literal["video", "audio", "text", "unknown"]
+Sniffed = Literal["video", "audio", "image", "text", "unknown"]
 
 _HEAD = 4096
 _AUDIO_BRANDS = (b"M4A ", b"M4B ", b"M4P ", b"F4A ")
@@ -181,7 +181,8 @@ def sniff(head: bytes) -> tuple[Sniffed, str]:
     """What the first bytes of a file say it is (no decoder needed), and the format's name.
 
     "video": a container that normally holds a picture (MP4/MOV, Matroska/WebM, AVI, MPEG-TS, FLV);
-    "audio": an audio-only format (WAV, MP3, FLAC, Ogg, AAC, M4A); "text": no media at all.
+    "audio": an audio-only format (WAV, MP3, FLAC, Ogg, AAC, M4A); "image": a still picture (PNG, JPEG,
+    GIF, WebP); "text": no media at all.
     """
     if head[4:8] == b"ftyp":
         return ("audio", "M4A") if head[8:12] in _AUDIO_BRANDS else ("video", "MP4/MOV")
@@ -199,6 +200,14 @@ def sniff(head: bytes) -> tuple[Sniffed, str]:
         return "audio", "MP3/AAC"
     if head[:4] == b"fLaC":
         return "audio", "FLAC"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image", "PNG"
+    if head[:3] == b"\xff\xd8\xff":
+        return "image", "JPEG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image", "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image", "WebP"
     if head[:4] == b"OggS":
         return "audio", "Ogg"
     if _looks_like_text(head):
@@ -296,6 +305,12 @@ def check_local_media(request: LipsyncRequest, *, deep: bool | None = None) -> N
             raise item.refuse(
                 "is a text file, not media",
                 f"pass the {item.field} file itself (an MP4 for video, a WAV or MP3 for audio)",
+            )
+    for item in (video, audio):
+        if item is not None and kinds[item.field][0] == "image":
+            raise item.refuse(
+                f"is a still image ({kinds[item.field][1]}), not a {item.field} file",
+                "pass a video clip of the speaker as video= and the speech as audio=",
             )
     if (
         video is not None

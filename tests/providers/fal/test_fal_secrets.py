@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import fal_client.client
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,10 +33,13 @@ def _texts(obj: Any) -> list[str]:
     out = [repr(obj), str(obj)]
     if isinstance(obj, BaseException):
         out.append("".join(traceback.format_exception(type(obj), obj, obj.__traceback__)))
-        cause = obj.__cause__
-        while cause is not None:
-            out += [repr(cause), str(cause)]
-            cause = cause.__cause__
+        cause: BaseException | None = obj
+        while cause is not None:  # every chained error: its text, its fields, the HTTP exchange it keeps
+            out += [repr(cause), str(cause), repr(cause.args), repr(vars(cause))]
+            response = getattr(cause, "response", None)
+            if isinstance(response, httpx.Response):
+                out += [response.text, repr(dict(response.headers)), repr(dict(response.request.headers))]
+            cause = cause.__cause__ or cause.__context__
     return out
 
 

@@ -10,6 +10,7 @@ from .core.errors import (
     ConfigError,
     DeadlineExceededError,
     IdempotencyKeyReusedError,
+    InvalidMediaError,
     InvalidRequestError,
     JobFailedError,
     JobNotFoundError,
@@ -40,6 +41,7 @@ from .core.provider import (
     Submission,
     WebhookEvent,
 )
+from .core.redact import Redactor
 from .core.router import Route, RoutePlan
 from .core.schema import (
     ActiveSpeaker,
@@ -71,6 +73,7 @@ __all__ = [
     "Cost",
     "DeadlineExceededError",
     "IdempotencyKeyReusedError",
+    "InvalidMediaError",
     "InvalidRequestError",
     "Job",
     "JobEvent",
@@ -101,6 +104,7 @@ __all__ = [
     "ProviderUnavailableError",
     "QuotaExceededError",
     "RateLimitedError",
+    "Redactor",
     "ResultExpiredError",
     "Route",
     "RoutePlan",

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage
+from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage, redact_for_traceback
 from .render import Ui
 
 __all__ = ["build_app", "main"]
@@ -64,6 +64,7 @@ class _Lipsyncer(TyperGroup):
             code = _fail(_INTERRUPTED)
         except Exception as exc:
             if debug:
+                redact_for_traceback(exc)
                 raise
             code = _fail(describe(exc))
         if standalone_mode:

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .jobs import JobStore, SQLiteJobStore, default_store_path
 from .lifecycle import Lifecycle
-from .media import MediaProbeError, output_duration, probe
+from .media import MediaProbeError, check_local_media, output_duration, probe
 from .plugins import PluginHost
 from .provider import Provider, Storage
 from .registry import Registry
@@ -167,6 +167,7 @@ class AsyncLipsyncer:
     ) -> RoutePlan:
         """The plan with a cost per candidate, from local media durations (or the ones given)."""
         request = self.resolve_request(request)
+        check_local_media(request)
         return self._plan(request, _expected_output(request, video_seconds, audio_seconds, required=True))
 
     def _plan(self, request: LipsyncRequest, output_seconds: float | None) -> RoutePlan:
@@ -213,6 +214,7 @@ class AsyncLipsyncer:
             stored = self._submitter.replay(request, idempotency_key)
             if stored is not None:
                 return stored
+        check_local_media(request)  # an unreadable or swapped file is refused before any upload
         plan = self.route(request)
         job = self._submitter.prepare(request, plan, idempotency_key=idempotency_key, save_to=save_to)
         return await self._submitter.send(job, request, plan)
@@ -231,6 +233,7 @@ class AsyncLipsyncer:
             stored = self._submitter.replay(request, idempotency_key)
             if stored is not None:
                 return stored
+        check_local_media(request)
         for media in (request.video, request.audio):
             if media.kind not in (MediaKind.URL, MediaKind.PATH):
                 raise InvalidRequestError(
@@ -291,7 +294,8 @@ class AsyncLipsyncer:
         """Ask the provider to cancel, then record what it reports."""
         job = self.lifecycle.fresh(job)
         provider, _ = self._waiting.route_of(job)
-        await provider.cancel(job)
+        with self.registry.redactor.scrubbing():
+            await provider.cancel(job)
         try:
             await self._waiting.status(job)
         except LipsyncError as exc:
@@ -388,7 +392,8 @@ class AsyncLipsyncer:
         answer was lost. A delivery for a finished job changes nothing (providers retry deliveries).
         """
         provider = self.provider(provider_id)
-        event = await provider.parse_webhook(headers, body)
+        with self.registry.redactor.scrubbing():
+            event = await provider.parse_webhook(headers, body)
         job = self.store.find_remote(provider_id, event.remote_id)
         if job is None and url is not None:
             tagged_id = dict(parse_qsl(urlsplit(url).query)).get(JOB_PARAM)

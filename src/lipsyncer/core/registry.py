@@ -22,6 +22,7 @@ from .http import RebaseTransport
 from .limits import LimitBackend, Limits
 from .plugins import PluginHost
 from .provider import Provider, ProviderContext, Storage, StorageContext
+from .redact import Redactor
 from .router import Router
 
 __all__ = ["CUSTOM_TRANSPORT", "Registry"]
@@ -62,6 +63,9 @@ class Registry:
         self._http: dict[str, httpx.AsyncClient] = {}
         self.closed = False
         self._check_config()
+        self.redactor = Redactor(self.secrets())
+        """Every key this client could send: provider errors, their causes and its log records go through it."""
+        self.redactor.attach()
         self.limits = Limits(self.settings, self._limit_backend())
         self._requests: dict[str, anyio.CapacityLimiter] = {}
 
@@ -181,6 +185,7 @@ class Registry:
                     transport=self.transport_for(cls.hosts, conf.base_url),
                     storage=self.storage(),
                     options=self._options(conf.options),
+                    redactor=self.redactor,
                 )
             )
         return self._providers[provider_id]
@@ -205,6 +210,7 @@ class Registry:
                     settings=conf,
                     api_key=self.key(cls),
                     transport=self.transport_for(cls.hosts, conf.get("base_url")),
+                    redactor=self.redactor,
                 )
             )
         return self._storage
@@ -243,3 +249,4 @@ class Registry:
         for client in clients:
             await client.aclose()
         await self.limits.aclose()
+        self.redactor.detach()

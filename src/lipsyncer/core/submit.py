@@ -76,7 +76,8 @@ class _Staged:
         domain = own if provider.uploads_local_files else (self.storage or "storage")
         key = (domain, field)
         if key not in self.urls:
-            self.urls[key] = await provider.stage(media)
+            with provider.context.redactor.scrubbing():
+                self.urls[key] = await provider.stage(media)
         return self.urls[key]
 
 
@@ -310,7 +311,7 @@ class Submitter:
         error: LipsyncError
         try:
             async with self.registry.requests(provider.id):  # queue here, not on the pool
-                with anyio.fail_after(_SEND_TIMEOUT):
+                with anyio.fail_after(_SEND_TIMEOUT), self.registry.redactor.scrubbing():
                     submission: Submission = await provider.submit(
                         request,
                         model,

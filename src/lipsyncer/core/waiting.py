@@ -134,7 +134,7 @@ class Waiting:
                 status: JobStatus | None = None
                 try:
                     async with self.registry.requests(job.provider):
-                        with anyio.fail_after(policy.call_timeout):
+                        with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
                             status = await provider.status(job)
                     failures = 0
                 except (ProviderError, TimeoutError) as exc:
@@ -229,7 +229,7 @@ class Waiting:
         while True:
             try:
                 async with self.registry.requests(job.provider):
-                    with anyio.fail_after(policy.call_timeout * 2):
+                    with anyio.fail_after(policy.call_timeout * 2), self.registry.redactor.scrubbing():
                         return await provider.result(job)
             except JobFailedError as exc:
                 status = JobStatus(
@@ -250,7 +250,9 @@ class Waiting:
 
     async def save(self, job: Job, result: LipsyncResult, path: str | Path) -> LipsyncResult:
         """Stream the video to ``path`` (atomic, resumable); the stored result records where it went."""
-        dest = await download_video(self.registry.http_for(result.served_by.provider), result.video, path)
+        dest = await download_video(
+            self.registry.http_for(result.served_by.provider), result.video, path, job_id=result.job_id
+        )
         update: dict[str, Any] = {"saved_to": str(dest)}
         if result.video.duration is None:
             try:

@@ -47,9 +47,9 @@ DEMO_POLLING: Mapping[str, float] = MappingProxyType(
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
-    sandbox = typer.Typer(
-        help="The offline emulator of the fal queue and unified task APIs.", no_args_is_help=True
-    )
+    from . import APP_SETTINGS
+
+    sandbox = typer.Typer(help="The offline emulator of the fal and unified APIs.", **APP_SETTINGS)
     sandbox.command("serve")(serve_command)
     app.add_typer(sandbox, name="sandbox")
 
@@ -77,7 +77,11 @@ def demo_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Run the real pipeline offline against the in-process sandbox, no key needed, and check the output."""
+    """The whole pipeline offline on the sandbox, no key.
+
+    Runs router, provider plugin, fal-client/httpx, the in-process sandbox and the download, then checks the
+    saved MP4's duration against the sync mode's rule.
+    """
     from ..contrib.sandbox import write_sample_audio, write_sample_video
 
     ui = Ui.create(json_mode=as_json)

@@ -21,13 +21,23 @@ from .progress import StatusProgress
 from .render import Ui, job_detail, jobs_table, result_lines
 from .session import ClientOptions, open_session
 
-__all__ = ["build_jobs_app"]
+__all__ = ["build_jobs_app", "register"]
 
 JobIdArg = Annotated[str, typer.Argument(metavar="ID", help="A job id (see `lipsyncer jobs list`).")]
 
 
+def register(app: typer.Typer) -> None:
+    app.add_typer(build_jobs_app(), name="jobs")
+
+
 def build_jobs_app() -> typer.Typer:
-    jobs = typer.Typer(help="Stored jobs: list, inspect, resume after a crash, cancel.", no_args_is_help=True)
+    from . import APP_SETTINGS
+
+    jobs = typer.Typer(
+        help="Stored jobs: list, show, resume, download, prune.\n\n"
+        "A job submitted by a process that died is resumed here, never submitted again.",
+        **APP_SETTINGS,
+    )
     jobs.command("list")(list_command)
     jobs.command("show")(show_command)
     jobs.command("resume")(resume_command)

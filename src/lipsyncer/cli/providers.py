@@ -24,7 +24,11 @@ def register(app: typer.Typer) -> None:
 def providers_command(
     as_json: JsonOpt = False, sandbox: SandboxOpt = False, config: ConfigOpt = None
 ) -> None:
-    """Installed providers and storages: models, honoured options, prices, credentials, plugin source."""
+    """Installed providers, models, prices and keys.
+
+    One row per model: the options it honours, its price, the credential variable (found or missing,
+    never its value) and the plugin that registered it; then the storages and any plugin that failed.
+    """
     ui = Ui.create(json_mode=as_json)
 
     async def go() -> None:

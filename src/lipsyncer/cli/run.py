@@ -77,7 +77,11 @@ def run_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Lip-sync VIDEO to AUDIO: route, submit, follow the job live, save the video."""
+    """Lip-sync VIDEO to AUDIO: route, submit, follow, save.
+
+    The job (with its output path) is stored before anything waits: `lipsyncer jobs resume` finishes it
+    after a crash.
+    """
     ui = Ui.create(json_mode=as_json)
     request = build_request(
         video,
@@ -154,7 +158,10 @@ def route_command(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Which routes would serve this request, in order (no network call)."""
+    """Which routes would serve a request, in order.
+
+    No network call; --explain says why every other route was excluded.
+    """
     ui = Ui.create(json_mode=as_json)
     request = build_request(
         video,
@@ -201,7 +208,10 @@ def estimate_command(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Cost per candidate route, from local media durations (or --video-seconds/--audio-seconds)."""
+    """Cost per candidate route for a request.
+
+    Local files are probed; for URLs pass --video-seconds and --audio-seconds.
+    """
     ui = Ui.create(json_mode=as_json)
     request = build_request(
         video,

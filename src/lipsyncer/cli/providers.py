@@ -9,7 +9,7 @@ import anyio
 import typer
 from rich.text import Text
 
-from .options import ConfigOpt, JsonOpt, SandboxOpt
+from .options import ConfigOpt, JsonOpt, SandboxOpt, WideOpt
 from .payloads import plugin_errors, provider_rows, storage_rows
 from .render import Ui, providers_tables
 from .session import ClientOptions, open_session
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def providers_command(
-    as_json: JsonOpt = False, sandbox: SandboxOpt = False, config: ConfigOpt = None
+    wide: WideOpt = False, as_json: JsonOpt = False, sandbox: SandboxOpt = False, config: ConfigOpt = None
 ) -> None:
     """Installed providers, models, prices and keys.
 
@@ -48,7 +48,7 @@ def providers_command(
                     }
                 )
                 return
-            for table in providers_tables(rows, storages):
+            for table in providers_tables(rows, storages, wide=wide):
                 ui.show(table)
             for b in broken:
                 ui.show(Text(f"plugin {b['plugin']} ({b['source']}) was skipped: {b['error']}", style="red"))

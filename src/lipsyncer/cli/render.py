@@ -74,6 +74,7 @@ def _table(title: str | None = None, *, wide: bool = False) -> Table:
         padding=(0, 1),
         title_justify="left",
         expand=False,
+        min_width=len(title) if title else None,  # a title is never wrapped by a narrow table
     )
 
 

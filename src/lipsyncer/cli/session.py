@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.client import AsyncLipsyncer
 from ..core.config import Settings, load_settings
+from ..core.errors import AuthenticationError
 from ..core.jobs import JobStore, MemoryJobStore
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class open_session:
     def __init__(self, options: ClientOptions) -> None:
         self._options = options
         self._stack = AsyncExitStack()
+        self._client: AsyncLipsyncer | None = None
 
     async def __aenter__(self) -> Session:
         try:
@@ -96,8 +98,12 @@ class open_session:
             await self._stack.aclose()
             raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if isinstance(exc, AuthenticationError) and self._client is not None:
+                _name_the_key(exc, self._client)
+        finally:
+            await self._stack.aclose()
 
     async def _open(self) -> Session:
         opts = self._options
@@ -125,4 +131,15 @@ class open_session:
         transport = sandbox.transport() if sandbox is not None else None
         client = AsyncLipsyncer(settings, env=env, transport=transport, store=store)
         await self._stack.enter_async_context(client)
+        self._client = client
         return Session(client=client, sandbox=sandbox, store_note=note)
+
+
+def _name_the_key(exc: AuthenticationError, client: AsyncLipsyncer) -> None:
+    """A refused key's fix names the variable it came from (the provider only knows "the API key")."""
+    cls = client.plugins.providers.get(exc.provider)
+    env_var = client.credential_env(cls) if cls is not None else None
+    if env_var is None:
+        return
+    said = f"; {exc.fix}" if exc.fix else ""
+    exc.fix = f"{env_var} holds a key {exc.provider} refused: set it to a valid key{said}"

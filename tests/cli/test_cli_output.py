@@ -132,7 +132,7 @@ def test_providers_lists_every_builtin_and_never_a_key(cli: Invoke) -> None:
     assert table.code == 0, table.stderr
     for pid in PROVIDER_IDS:
         assert pid in table.stdout
-    assert "FAL_KEY: found" in table.stdout and "EVOLINK_API_KEY: found" in table.stdout
+    assert "FAL_KEY found" in table.stdout and "EVOLINK_API_KEY found" in table.stdout
     assert "fal-cdn" in table.stdout
 
     listing = cli(["providers", "--json"], env=env)

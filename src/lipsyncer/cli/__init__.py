@@ -18,10 +18,10 @@ from types import MappingProxyType
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from .. import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage
+from .helptext import PlainGroup
 
 __all__ = ["APP_SETTINGS", "COMMANDS", "build_app", "main"]
 
@@ -58,7 +58,7 @@ _INTERRUPTED = Failure(
 )
 
 
-class _Lipsyncer(TyperGroup):
+class _Lipsyncer(PlainGroup):
     """The root group: typer parses, then every outcome becomes one line (at most two) and an exit code.
 
     Commands come from :data:`COMMANDS`, imported only when named.

@@ -20,6 +20,7 @@ import typer
 from ..core.media import output_duration, probe
 from ..core.schema import LipsyncRequest, SyncMode
 from .errors import EXIT_ERROR, Failure
+from .helptext import PlainCommand, PlainGroup
 from .options import ConfigOpt, ForceOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
 from .payloads import result_payload
 from .progress import StatusProgress
@@ -46,11 +47,13 @@ DEMO_POLLING: Mapping[str, float] = MappingProxyType(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    app.command("demo", cls=PlainCommand)(demo_command)
     from . import APP_SETTINGS
 
-    sandbox = typer.Typer(help="The offline emulator of the fal and unified APIs.", **APP_SETTINGS)
-    sandbox.command("serve")(serve_command)
+    sandbox = typer.Typer(
+        help="The offline emulator of the fal and unified APIs.", cls=PlainGroup, **APP_SETTINGS
+    )
+    sandbox.command("serve", cls=PlainCommand)(serve_command)
     app.add_typer(sandbox, name="sandbox")
 
 

@@ -18,6 +18,7 @@ from ..core.client import AsyncLipsyncer
 from ..core.errors import LipsyncError
 from ..core.schema import Job, JobState, LipsyncResult, utcnow
 from .errors import CliInputError, describe
+from .helptext import PlainCommand, PlainGroup
 from .housekeeping import FINISHED, csv_rows, delete_jobs, jsonl_lines, parse_age, prunable
 from .options import ConfigOpt, ForceOpt, JsonOpt, StoreOpt, WideOpt
 from .payloads import error_payload, job_payload, result_payload
@@ -40,16 +41,17 @@ def build_jobs_app() -> typer.Typer:
     jobs = typer.Typer(
         help="Stored jobs: list, show, resume, download, prune.\n\n"
         "A job submitted by a process that died is resumed here, never submitted again.",
+        cls=PlainGroup,
         **APP_SETTINGS,
     )
-    jobs.command("list")(list_command)
-    jobs.command("show")(show_command)
-    jobs.command("resume")(resume_command)
-    jobs.command("download")(download_command)
-    jobs.command("cancel")(cancel_command)
-    jobs.command("resolve")(resolve_command)
-    jobs.command("prune")(prune_command)
-    jobs.command("export")(export_command)
+    jobs.command("list", cls=PlainCommand)(list_command)
+    jobs.command("show", cls=PlainCommand)(show_command)
+    jobs.command("resume", cls=PlainCommand)(resume_command)
+    jobs.command("download", cls=PlainCommand)(download_command)
+    jobs.command("cancel", cls=PlainCommand)(cancel_command)
+    jobs.command("resolve", cls=PlainCommand)(resolve_command)
+    jobs.command("prune", cls=PlainCommand)(prune_command)
+    jobs.command("export", cls=PlainCommand)(export_command)
     return jobs
 
 

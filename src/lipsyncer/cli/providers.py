@@ -9,6 +9,7 @@ import anyio
 import typer
 from rich.text import Text
 
+from .helptext import PlainCommand
 from .options import ConfigOpt, JsonOpt, SandboxOpt, WideOpt
 from .payloads import plugin_errors, provider_rows, storage_rows
 from .render import Ui, providers_tables
@@ -18,7 +19,7 @@ __all__ = ["providers_command", "register"]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("providers")(providers_command)
+    app.command("providers", cls=PlainCommand)(providers_command)
 
 
 def providers_command(

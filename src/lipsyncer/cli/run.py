@@ -15,6 +15,7 @@ import typer
 from ..core.client import AsyncLipsyncer
 from ..core.schema import LipsyncRequest, MediaKind, SyncMode
 from .errors import CliInputError
+from .helptext import PlainCommand
 from .options import (
     ActiveSpeakerOpt,
     AudioArg,
@@ -62,9 +63,9 @@ AudioSecondsOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run_command)
-    app.command("route")(route_command)
-    app.command("estimate")(estimate_command)
+    app.command("run", cls=PlainCommand)(run_command)
+    app.command("route", cls=PlainCommand)(route_command)
+    app.command("estimate", cls=PlainCommand)(estimate_command)
 
 
 # ------------------------------------------------------------------------------------------- run

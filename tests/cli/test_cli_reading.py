@@ -332,3 +332,28 @@ def test_jobs_prune_deletes_old_finished_jobs(
     outcome = cli(["jobs", "prune", "--older-than", "0s", "--store", store, "--config", config])
     assert outcome.code == 0, outcome.stderr
     assert SQLiteJobStore(store).get(done) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "needle", "fix"),
+    [
+        (
+            'model = "lipsync-2"\n\n[providers.fal-v3]\npriority = "high"\n',
+            4,
+            "providers.fal-v3.priority",
+            "whole number",
+        ),
+        ("[polling]\nintial_interval = 2\n", 2, "polling.intial_interval", "remove polling.intial_interval"),
+        ("# budget\nmax_attempts = 0\n", 2, "max_attempts", "max_attempts to a value >= 1"),
+        ('[providers]\nfal-v2 = { priority = "x" }\n', 2, "providers.fal-v2.priority", "whole number"),
+    ],
+)
+def test_config_errors_name_file_line_key_and_fix(
+    cli: Invoke, clean_env: Path, content: str, line: int, needle: str, fix: str
+) -> None:
+    broken = clean_env / "broken.toml"
+    broken.write_text(content)
+    outcome = cli(["providers", "--config", broken])
+    assert outcome.code == EXIT_INPUT
+    assert outcome.error_lines[0].startswith(f"error: {broken}, line {line}: {needle}"), outcome.error_lines
+    assert fix in outcome.error_lines[1]

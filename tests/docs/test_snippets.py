@@ -3,7 +3,8 @@
 Each page gets a fresh working directory holding the media its snippets name (``talk.mp4``, ``dub.wav``,
 ``dub_es.wav``), a loopback sandbox, and a ``lipsyncer.toml`` sending every provider and the ``fal-cdn`` storage
 to it, with the sandbox's keys in ``FAL_KEY`` / ``EVOLINK_API_KEY``: what a reader's machine would have, with the
-sandbox standing in for the providers. The docs' example sandbox address (``127.0.0.1:8765``) is the test's.
+sandbox standing in for the providers. The docs' example sandbox address (``127.0.0.1:8765``) is the test's,
+and their reader's home (``/home/me``) is the test's working directory.
 
 Shell commands: ``lipsyncer ...`` runs in-process. Environment set-up is not run (``pip install``, ``python3 -m
 venv``, ``export``, ``bash scripts/check.sh``: the fresh-install test and CI cover them), nor ``lipsyncer sandbox
@@ -146,7 +147,9 @@ def run_command(command: Command, fence: Fence, sandbox_address: str) -> None:
         result = CliRunner().invoke(build_app(), argv[1:], env=env)
         if isinstance(result.exception, Exception) and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"{where}: crashed") from result.exception
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        # The pages' reader lives in /home/me; this one in a temporary directory.
+        stderr = result.stderr.replace(str(Path.cwd()), "/home/me")
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         expected = command.shown_error
         if expected is None:
             assert result.exit_code == 0, f"{where}: exit {result.exit_code}\n{result.stderr}"

@@ -21,7 +21,7 @@ import typer
 
 from .. import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage
-from .helptext import PlainGroup
+from .helptext import PlainGroup, tidy_help
 
 __all__ = ["APP_SETTINGS", "COMMANDS", "build_app", "main"]
 
@@ -108,9 +108,13 @@ class _Lipsyncer(PlainGroup):
             if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
                 code = _fail(_INTERRUPTED)
         except typer.TyperException as exc:  # usage errors: never worth a traceback
-            failure = describe_usage(exc)
-            # An empty message: a group called without a command, whose help typer has just printed.
-            code = _fail(failure) if failure.message else failure.code
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a group called bare: its help is the answer
+                typer.echo(tidy_help(exc.format_message()))
+                code = exc.exit_code
+            else:
+                failure = describe_usage(exc)
+                # An empty message: a group called without a command, whose help typer has just printed.
+                code = _fail(failure) if failure.message else failure.code
         except (KeyboardInterrupt, typer.Abort):
             code = _fail(_INTERRUPTED)
         except Exception as exc:

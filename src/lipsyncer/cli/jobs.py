@@ -46,7 +46,9 @@ def build_jobs_app() -> typer.Typer:
     )
     jobs.command("list", cls=PlainCommand)(list_command)
     jobs.command("show", cls=PlainCommand)(show_command)
-    jobs.command("resume", cls=PlainCommand)(resume_command)
+    jobs.command("resume", cls=PlainCommand, short_help="Wait for unfinished jobs and save their videos.")(
+        resume_command
+    )
     jobs.command("download", cls=PlainCommand)(download_command)
     jobs.command("cancel", cls=PlainCommand)(cancel_command)
     jobs.command("resolve", cls=PlainCommand)(resolve_command)
@@ -57,7 +59,12 @@ def build_jobs_app() -> typer.Typer:
 
 StateOpt = Annotated[
     list[JobState] | None,
-    typer.Option("--state", "-s", metavar="STATE", help="Only jobs in this state (repeatable)."),
+    typer.Option(
+        "--state",
+        "-s",
+        metavar="STATE",
+        help="Only jobs in this state (repeatable): " + ", ".join(s.value for s in JobState) + ".",
+    ),
 ]
 LimitOpt = Annotated[
     int, typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many, newest first.")

@@ -11,7 +11,7 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from ..core.schema import Job, JobState
 from .errors import CliInputError
@@ -19,7 +19,6 @@ from .errors import CliInputError
 __all__ = [
     "CSV_COLUMNS",
     "FINISHED",
-    "DeletableStore",
     "csv_rows",
     "delete_jobs",
     "jsonl_lines",
@@ -49,15 +48,9 @@ def prunable(jobs: Iterable[Job], *, older_than: timedelta, now: datetime) -> li
     return [job for job in jobs if job.state.finished and job.updated_at < cutoff]
 
 
-class DeletableStore(Protocol):
-    """What ``jobs prune`` needs of a job store beyond :class:`~lipsyncer.core.jobs.JobStore`."""
-
-    def delete(self, job_id: str) -> bool:
-        """Remove the job and its status history; False when there was no such job."""
-
-
 def delete_jobs(store: object, job_ids: Sequence[str]) -> int:
-    """Delete through the store's own ``delete(job_id)``; a store without one is refused, never worked around."""
+    """Delete through the store's own ``delete(job_id) -> bool`` (True when the job existed; its status history
+    goes with it); a store without one is refused, never worked around behind its back."""
     if not job_ids:
         return 0
     delete = getattr(store, "delete", None)

@@ -47,3 +47,16 @@ def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
     assert heavy(modules) == set(), sorted(heavy(modules))
     commands = {"lipsyncer.cli.run", "lipsyncer.cli.providers", "lipsyncer.cli.demo"}
     assert not modules & commands
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    code = (
+        "import lipsyncer\n"
+        "names = [n for n in lipsyncer.__all__ if n != '__version__']\n"
+        "assert sorted(names) == sorted(lipsyncer._WHERE), 'lipsyncer.__all__ and _WHERE disagree'\n"
+        "for name in names:\n"
+        "    value = getattr(lipsyncer, name)\n"
+        "    assert getattr(value, '__name__', name) == name, (name, value)\n"
+        "assert set(names) <= set(dir(lipsyncer))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

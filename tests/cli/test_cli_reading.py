@@ -283,7 +283,7 @@ def test_jobs_download_export_and_prune_preview(
 
     # A job still in flight is never pruned, however old.
     old = utcnow() - timedelta(days=90)
-    SQLiteJobStore(store).save(
+    SQLiteJobStore(store).create(
         Job(
             id="job_inflight",
             provider="fal-v2",

@@ -9,7 +9,7 @@ and their reader's home (``/home/me``) is the test's working directory.
 Shell commands: ``lipsyncer ...`` runs in-process. Environment set-up is not run (``pip install``, ``python3 -m
 venv``, ``export``, ``bash scripts/check.sh``: the fresh-install test and CI cover them), nor ``lipsyncer sandbox
 serve`` (it serves until interrupted; the CLI tests run it). A command whose shown output has an ``error:`` line
-must fail with exactly that line; any other command must succeed. A ``toml`` fence headed ``# NAME.toml`` is
+must fail with exactly that line; any other command must succeed. A ``toml`` fence headed ``# NAME.toml ...`` is
 written to NAME.toml when a command on the page names that file; every lipsyncer config fence must load. An
 HTML comment ``<!-- not run: why -->`` just above a fence keeps it out (say why).
 """
@@ -166,9 +166,9 @@ def run_command(command: Command, fence: Fence, sandbox_address: str) -> None:
 def write_if_named(fence: Fence, page: list[Fence], sandbox_address: str) -> None:
     """A ``# NAME.toml`` config the page's commands use (``--config NAME.toml``), written where they look."""
     first = fence.body.lstrip().splitlines()[0] if fence.body.strip() else ""
-    if not first.startswith("# ") or not first.endswith(".toml"):
+    name = first[2:].split()[0].rstrip(",:") if first.startswith("# ") and first[2:].strip() else ""
+    if not name.endswith(".toml"):
         return
-    name = first[2:].strip()
     mentioned = any(
         name in shlex.split(c.text, comments=True) for f in page for c in commands(f) if f.lang in SHELL
     )

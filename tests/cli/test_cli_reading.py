@@ -357,3 +357,27 @@ def test_config_errors_name_file_line_key_and_fix(
     assert outcome.code == EXIT_INPUT
     assert outcome.error_lines[0].startswith(f"error: {broken}, line {line}: {needle}"), outcome.error_lines
     assert fix in outcome.error_lines[1]
+
+
+@pytest.mark.parametrize(
+    ("state", "command"),
+    [
+        (JobState.QUEUED, "lipsyncer jobs resume job_x"),
+        (JobState.SUBMITTING, "lipsyncer jobs resume job_x"),
+        (JobState.UNKNOWN, "lipsyncer jobs resolve job_x REMOTE_ID"),
+        (JobState.FAILED, None),
+    ],
+)
+def test_jobs_show_names_the_next_command(state: JobState, command: str | None) -> None:
+    from rich.console import Console
+
+    from lipsyncer.cli.render import job_detail
+
+    job = Job(
+        id="job_x", provider="fal-v2", model="lipsync-2", endpoint="e", request_fingerprint="f", state=state
+    )
+    console = Console(width=80, record=True, file=io.StringIO())
+    for renderable in job_detail(job, []):
+        console.print(renderable)
+    text = console.export_text()
+    assert (command in text) if command else ("lipsyncer jobs" not in text), text

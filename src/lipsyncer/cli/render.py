@@ -338,8 +338,13 @@ def job_detail(job: Job, history: Sequence[JobStatus], *, wide: bool = False) ->
 def _next_step(job: Job) -> str | None:
     if job.state in (JobState.QUEUED, JobState.RUNNING):
         return f"still {job.state.value}: `lipsyncer jobs resume {job.id}` waits for it and saves the video"
+    if job.state is JobState.SUBMITTING:
+        return f"being submitted (or its submitter stopped): `lipsyncer jobs resume {job.id}` settles it"
     if job.state is JobState.UNKNOWN:
-        return "the submit's outcome is unknown: check the provider's dashboard before sending it again"
+        return (
+            "the submit's outcome is unknown: find the job on the provider's dashboard, then "
+            f"`lipsyncer jobs resolve {job.id} REMOTE_ID` (never send it again blindly)"
+        )
     if job.state is JobState.COMPLETED and job.result is not None and not job.result.saved_to:
-        return f"completed but not saved: `lipsyncer jobs resume {job.id}` downloads it (links expire)"
+        return f"completed but not saved: `lipsyncer jobs download {job.id}` saves it (links expire)"
     return None

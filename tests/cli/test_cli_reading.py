@@ -86,6 +86,15 @@ def test_jobs_list_and_show_fit_80_columns(cli: Invoke, media: Media, config: Pa
     assert all(len(line) <= 80 for line in lines_of(tables)), tables
 
 
+def test_estimate_table_fits_80_columns(cli: Invoke, media: Media) -> None:
+    outcome = cli(["estimate", media.video, media.audio, "--sandbox", "-m", "lipsync-2-pro"], env=NARROW)
+    assert outcome.code == 0, outcome.stderr
+    table = outcome.stdout.split("Excluded:", 1)[0]
+    assert all(len(line) <= 80 for line in lines_of(table)), table
+    # lipsync-2-pro at $5/min for the 2 s the default cut_off mode gives: the amount, written out.
+    assert_whole({"fal-v2-pro:lipsync-2-pro", "$0.0833/s", "$0.1667"}, table)  # 5 / 60 * 2 = 0.16666...
+
+
 def test_money_is_money() -> None:
     five_a_minute = Decimal(5) / 60
     assert rate(five_a_minute) == "$0.0833/s"

@@ -64,7 +64,7 @@ def cost_text(cost: Cost) -> str:
     return f"{money(cost.amount)} ({cost.seconds:.2f} s at {rate(cost.price_per_second)}, {basis})"
 
 
-def _table(title: str | None = None, *, wide: bool = False) -> Table:
+def _table(title: str | None = None) -> Table:
     """Tables that fit 80 columns: no side borders, one space of padding; cells wrap between words."""
     return Table(
         title=title,

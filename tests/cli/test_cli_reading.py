@@ -390,3 +390,11 @@ def test_jobs_show_names_the_next_command(state: JobState, command: str | None) 
         console.print(renderable)
     text = console.export_text()
     assert (command in text) if command else ("lipsyncer jobs" not in text), text
+
+
+def test_sandbox_runs_unified_with_local_files(cli: Invoke, media: Media, clean_env: Path) -> None:
+    """--sandbox sets up the sandbox's storage: the unified API (URLs only) then takes local files."""
+    outcome = cli(["run", media.video, media.audio, "--sandbox", "-p", "unified", "-o", "u.mp4", "--json"])
+    assert outcome.code == 0, outcome.stderr
+    assert json.loads(outcome.stdout)["served_by"]["provider"] == "unified"
+    assert probe_mp4(clean_env / "u.mp4")[1] == 1

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..core.client import AsyncLipsyncer
@@ -21,7 +22,12 @@ from ..core.jobs import JobStore, MemoryJobStore
 if TYPE_CHECKING:
     from ..contrib.sandbox import Sandbox
 
-__all__ = ["ClientOptions", "Session", "open_session", "sandbox_env", "start_sandbox"]
+__all__ = ["SANDBOX_POLLING", "ClientOptions", "Session", "open_session", "sandbox_env", "start_sandbox"]
+
+SANDBOX_POLLING: Mapping[str, float] = MappingProxyType(
+    {"initial_interval": 0.25, "max_interval": 1.0, "multiplier": 1.5}
+)
+"""``--sandbox`` polling unless the config sets its own: real providers take minutes, the sandbox a second."""
 
 _SANDBOX_ENV_PASSTHROUGH = ("HOME", "XDG_DATA_HOME", "TMPDIR", "PATH")
 """The only variables besides ``LIPSYNCER_*`` a sandboxed client sees: no real key can reach a provider."""
@@ -118,7 +124,10 @@ class open_session:
         if opts.sandbox:
             sandbox = self._stack.enter_context(start_sandbox(opts.sandbox_settings))
             env = sandbox_env(sandbox, environ)
-            settings = _detached(settings)
+            # The sandbox's own storage and provider options: unified takes local files through fal-cdn.
+            settings = _detached(settings).with_overrides(**sandbox.client_config())
+            if settings.polling is None:  # the sandbox answers in about a second: poll it accordingly
+                settings = settings.with_overrides(polling=dict(SANDBOX_POLLING))
         store: JobStore | None = None
         if opts.store is not None:
             settings = settings.with_overrides(job_store=str(opts.store.expanduser().resolve()))

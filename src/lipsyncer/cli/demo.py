@@ -20,10 +20,11 @@ import typer
 from ..core.media import output_duration, probe
 from ..core.schema import LipsyncRequest, SyncMode
 from .errors import EXIT_ERROR, Failure
-from .options import ConfigOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
+from .helptext import PlainCommand, PlainGroup
+from .options import ConfigOpt, ForceOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
 from .payloads import result_payload
 from .progress import StatusProgress
-from .render import Ui, plan_text, result_lines
+from .render import Ui, money, plan_text, result_lines
 from .session import ClientOptions, open_session
 
 __all__ = ["RULES", "register"]
@@ -46,18 +47,27 @@ DEMO_POLLING: Mapping[str, float] = MappingProxyType(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    app.command("demo", cls=PlainCommand)(demo_command)
+    from . import APP_SETTINGS
+
     sandbox = typer.Typer(
-        help="The offline emulator of the fal queue and unified task APIs.", no_args_is_help=True
+        help="The offline emulator of the fal and unified APIs.", cls=PlainGroup, **APP_SETTINGS
     )
-    sandbox.command("serve")(serve_command)
+    sandbox.command("serve", cls=PlainCommand)(serve_command)
     app.add_typer(sandbox, name="sandbox")
 
 
 def demo_command(
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="PATH", help="Where to write the demo's MP4.")
-    ] = Path("lipsyncer-demo.mp4"),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Where to write the demo's MP4 (default: ./lipsyncer-demo.mp4, numbered if it exists).",
+        ),
+    ] = None,
+    force: ForceOpt = False,
     model: ModelOpt = "lipsync-2",
     sync_mode: SyncModeOpt = SyncMode.LOOP,
     video_seconds: Annotated[
@@ -77,10 +87,17 @@ def demo_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Run the real pipeline offline against the in-process sandbox, no key needed, and check the output."""
+    """The whole pipeline offline on the sandbox, no key.
+
+    Runs router, provider plugin, fal-client/httpx, the in-process sandbox and the download, then checks the
+    saved MP4's duration against the sync mode's rule.
+    """
     from ..contrib.sandbox import write_sample_audio, write_sample_video
+    from .run import output_path
 
     ui = Ui.create(json_mode=as_json)
+    target = output_path(output, Path.cwd() / "lipsyncer-demo.mp4", force=force)
+    ui.say(f"The demo writes its MP4 to {target} (choose with -o PATH)", style="bold")
     with tempfile.TemporaryDirectory(prefix="lipsyncer-demo-") as tmp:
         folder = (workdir or Path(tmp)).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +115,7 @@ def demo_command(
             sandbox_settings={"processing_seconds": processing_seconds},
             overrides=None if config is not None else {"polling": dict(DEMO_POLLING)},
         )
-        failure = anyio.run(_demo, ui, request, output.expanduser().resolve(), options)
+        failure = anyio.run(_demo, ui, request, target, options)
     if failure is not None:
         ui.failure(failure)
         raise typer.Exit(failure.code)
@@ -111,7 +128,9 @@ async def _demo(ui: Ui, request: LipsyncRequest, output: Path, options: ClientOp
         ui.show(plan_text(plan))
         estimate = plan.estimate(plan.first)
         if estimate is not None:
-            ui.say(f"Estimated cost on {plan.first.id}: ${estimate.amount:.4f} for {estimate.seconds:.2f} s")
+            ui.say(
+                f"Estimated cost on {plan.first.id}: {money(estimate.amount)} for {estimate.seconds:.2f} s"
+            )
         job = await client.submit(request, save_to=output)
         ui.say(f"Submitted {job.id} to {job.provider}:{job.model} (remote id {job.remote_id})")
         with StatusProgress(ui.out) as progress:

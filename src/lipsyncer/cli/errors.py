@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import typer
 
-from ..core.download import DownloadError
 from ..core.errors import (
     CancelNotSupportedError,
     ConfigError,
@@ -77,6 +76,8 @@ class Failure:
 
 
 def exit_code(exc: BaseException) -> int:
+    from ..core.download import DownloadError  # imports httpx: only once something has failed
+
     if isinstance(
         exc,
         (

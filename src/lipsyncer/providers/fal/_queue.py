@@ -11,6 +11,7 @@ exception, and always through the client's redactor.
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -264,7 +265,10 @@ def status_from(state: Any) -> JobStatus:
     if isinstance(state, Queued):
         return JobStatus(state=JobState.QUEUED, queue_position=state.position, raw_status="IN_QUEUE")
     if isinstance(state, InProgress):
-        return JobStatus(state=JobState.RUNNING, logs=_logs(state.logs), raw_status="IN_PROGRESS")
+        logs = _logs(state.logs)
+        return JobStatus(
+            state=JobState.RUNNING, logs=logs, progress=log_percent(logs), raw_status="IN_PROGRESS"
+        )
     assert isinstance(state, Completed), state
     logs = _logs(state.logs)
     if state.error_type == "client_cancelled":
@@ -301,6 +305,18 @@ def output_from(data: Any, *, provider: str) -> ProviderOutput:
             accepted=True,
         ) from exc
     return ProviderOutput(video=file, raw=dict(data) if isinstance(data, Mapping) else {})
+
+
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
+
+
+def log_percent(logs: list[LogEntry]) -> float | None:
+    """fal reports progress only in its logs (``Processing: 40%``): the newest percentage, if any."""
+    for entry in reversed(logs):
+        found = _PERCENT.findall(entry.message)
+        if found and 0 <= float(found[-1]) <= 100:
+            return float(found[-1])
+    return None
 
 
 def _logs(entries: Any) -> list[LogEntry]:

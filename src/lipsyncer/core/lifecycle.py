@@ -101,10 +101,13 @@ class Lifecycle:
     # ------------------------------------------------------------------ the one mechanism
 
     def fresh(self, job: Job | str) -> Job:
+        """The stored row. Seeing it settled (perhaps by another process) frees what it held here."""
         job_id = job if isinstance(job, str) else job.id
         found = self.store.get(job_id)
         if found is None:
             raise JobNotFoundError(job_id, repr(self.store))
+        if self._settled is not None and found.state in _SETTLED:
+            self._settled(found)
         return found
 
     def _apply(self, job: Job, change: Change) -> Job:

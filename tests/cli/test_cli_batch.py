@@ -4,9 +4,9 @@ prices every row, a budget, and a batch killed halfway that completes with one s
 from __future__ import annotations
 
 import contextlib
-import os
 import itertools
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -279,7 +279,14 @@ def test_a_batch_killed_halfway_completes_with_one_submit_per_row(clean_env: Pat
             assert 10 <= before < 40
             assert sandbox.wait_idle(60)  # the jobs the dead process left finish; their webhooks arrive
             receiver.drained()
-            again = subprocess.run(args, cwd=clean_env, env=env, capture_output=True, text=True, timeout=float(os.environ.get("BATCH_RERUN_TIMEOUT", "300")))
+            again = subprocess.run(
+                args,
+                cwd=clean_env,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=float(os.environ.get("BATCH_RERUN_TIMEOUT", "300")),
+            )
             receiver.drained()
             receiver.client = None
         receiver.close()

@@ -229,8 +229,7 @@ class SQLiteJobStore:
 
     def update(self, job: Job) -> Job | None:
         expected = job.version
-        new = job.model_copy(deep=True)
-        new.version = expected + 1
+        new = job.model_copy(update={"version": expected + 1})  # the caller's draft is already private
         row = _row(new)
         row["expected"] = expected
         changed = self._write(
@@ -336,8 +335,7 @@ class MemoryJobStore:
             stored = self._load(job.id)
             if stored is None or stored.version != job.version:
                 return None
-            new = job.model_copy(deep=True)
-            new.version = job.version + 1
+            new = job.model_copy(update={"version": job.version + 1})
             new.updated_at = utcnow()
             self._jobs[job.id] = new.model_dump_json()
         return new

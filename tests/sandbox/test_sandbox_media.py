@@ -24,7 +24,8 @@ from lipsyncer.contrib.sandbox import (
 )
 from lipsyncer.contrib.sandbox.media import MediaFailure, fetch_media
 from lipsyncer.contrib.sandbox.testing import fast_config
-from lipsyncer.core.media import audio_plan, output_duration, probe, source_time
+from lipsyncer.contrib.sandbox.timeline import audio_plan, source_time
+from lipsyncer.core.media import output_duration, probe
 from lipsyncer.core.schema import SyncMode
 
 # AAC codes audio in frames of 1024 samples. The MP4 edit list trims the encoder's priming and padding, so the

@@ -179,7 +179,11 @@ def serve_command(
     ui = Ui.create()
     url = f"http://{host}:{port}"
     ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
-    ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
+    ui.say(
+        f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}  "
+        f"SYNC_API_KEY={config.syncso_key}  (sync.so webhooks signed with SYNC_WEBHOOK_SECRET="
+        f"{config.syncso_webhook_secret})"
+    )
     ui.say("point a config at it:")
     for pid in sorted(PluginHost().providers):
         ui.say(f'  [providers.{pid}]\n  base_url = "{url}"')

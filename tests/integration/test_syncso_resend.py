@@ -1,14 +1,23 @@
-"""sync.so through the client: a create whose answer was lost is re-sent with the same Idempotency-Key."""
+"""sync.so through the client: a lost create answer re-sent with the same Idempotency-Key, react-1, signed webhooks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
-from lipsyncer import AsyncLipsyncer, LipsyncRequest
+from lipsyncer import (
+    AsyncLipsyncer,
+    JobState,
+    LipsyncRequest,
+    SQLiteJobStore,
+    WebhookVerificationError,
+    load_settings,
+)
 from lipsyncer.contrib.sandbox import Fault, Sandbox
-from lipsyncer.contrib.sandbox.testing import SampleMedia
+from lipsyncer.contrib.sandbox.testing import SampleMedia, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -41,3 +50,38 @@ async def test_a_syncso_job_runs_through_the_client(
     assert create.body["model"] == "react-1" and create.body["options"]["prompt"] == "happy"
     assert result.served_by.provider == "syncso" and result.cost is not None
     assert sandbox.file_bytes(result.video.url)
+
+
+async def test_a_signed_webhook_completes_the_job_through_the_client(
+    make_sandbox: Callable[..., Sandbox], media: SampleMedia, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list[httpx.Request] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(200)
+
+    sandbox = make_sandbox(strict=True, webhook_transport=httpx.MockTransport(receive))
+    # The client does not hand providers a webhook secret yet: the provider reads its env var itself.
+    monkeypatch.setenv("SYNC_WEBHOOK_SECRET", sandbox.config.syncso_webhook_secret)
+    env = {"FAL_KEY": sandbox.config.fal_key, "SYNC_API_KEY": sandbox.config.syncso_key}
+    settings = load_settings(env=env, cwd=tmp_path, only=["syncso"], storage="fal-cdn")
+    async with AsyncLipsyncer(
+        settings, env=env, transport=sandbox.transport(), store=SQLiteJobStore(tmp_path / "jobs.sqlite")
+    ) as client:
+        request = LipsyncRequest(
+            video=media.video, audio=media.audio, model="lipsync-2", webhook_url="https://hooks.example.com/s"
+        )
+        job = await client.submit(request)
+
+        async def delivered() -> bool:
+            return bool(received)
+
+        await eventually(delivered)
+        headers, body = dict(received[0].headers), received[0].content
+        forged = body.replace(b'"COMPLETED"', b'"FAILED"')
+        with pytest.raises(WebhookVerificationError):
+            await client.handle_webhook("syncso", headers, forged)
+        stored = await client.handle_webhook("syncso", headers, body)
+    assert stored is not None and stored.id == job.id and stored.state is JobState.COMPLETED
+    assert stored.result is not None and sandbox.file_bytes(stored.result.video.url)

@@ -36,6 +36,8 @@ __all__ = [
     "StorageContext",
     "Submission",
     "WebhookEvent",
+    "check_provider_options",
+    "parse_options",
 ]
 
 
@@ -92,6 +94,16 @@ def parse_options(provider_id: str, model: type[ProviderOptions], raw: Mapping[s
             f"providers.{provider_id}.options: {'; '.join(problems)}",
             fix=f"{provider_id} takes these options: {known}",
         ) from None
+
+
+def check_provider_options(configured: Mapping[str, Any], providers: Mapping[str, type[Provider]]) -> None:
+    """Validate every ``[providers.<id>.options]`` of ``configured`` (``Settings.providers``) against the
+    installed provider's ``options_model``, so a typo fails when the client is built, not at first use."""
+    for provider_id, conf in sorted(configured.items()):
+        cls = providers.get(provider_id)
+        raw = getattr(conf, "options", None) or {}
+        if cls is not None:
+            parse_options(provider_id, cls.options_model, raw)
 
 
 @dataclass(frozen=True)

@@ -451,7 +451,7 @@ class SyncsoProvider(Provider):
                     retryable=True,
                 )
             return self._output(generation)
-        if generation.state.finished or generation.state is JobState.UNKNOWN:
+        if generation.state.finished:
             status = job_status(generation)
             reason = status.error_message or "no reason given"
             raise JobFailedError(
@@ -531,8 +531,9 @@ class SyncsoProvider(Provider):
                 retryable=True,
                 accepted=False,
             ) from None
-        if response is None or response.status_code >= 300:
-            assert response is not None
+        if response is None:  # pragma: no cover - every SDK call goes through the hook
+            raise ProviderUnavailableError("no answer", provider=self.id, retryable=True, accepted=False)
+        if response.status_code >= 300:
             raise error_from(
                 response, ErrorBody.of(response), provider=self.id, accepted=False, scrub=self._scrub
             )

@@ -102,7 +102,6 @@ class Settings(_Strict):
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")
-    sandbox: bool = False
     source: tuple[str, ...] = Field(default=(), description="where these settings came from")
 
     @field_validator("model")

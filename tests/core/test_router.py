@@ -152,5 +152,7 @@ def test_explain_names_candidates_and_exclusions() -> None:
 
 @pytest.mark.parametrize("option", [Option.MODEL_MODE, Option.EMOTION])
 def test_react_options_are_honoured_by_react_1_on_syncso_only(option: Option) -> None:
-    routes = {f"{cls.id}:{m.id}" for cls in HOST.providers.values() for m in cls.models if option in m.options}
+    routes = {
+        f"{cls.id}:{m.id}" for cls in HOST.providers.values() for m in cls.models if option in m.options
+    }
     assert routes == {"syncso:react-1"}

@@ -229,3 +229,27 @@ async def test_look_up_outage_is_retryable(
         await provider.status(handle)
     assert caught.value.retryable and caught.value.accepted is True
     assert (await provider.status(handle)).state in (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
+
+
+async def test_over_a_real_socket_via_base_url(sandbox: Sandbox, urls: Any, submit: Fn) -> None:
+    """``base_url`` alone (no transport from the context): the SDK's own httpx path over loopback."""
+    from pydantic import SecretStr
+
+    from lipsyncer import ProviderContext
+    from lipsyncer.contrib.sandbox import serve_in_thread
+    from lipsyncer.core.config import ProviderSettings
+
+    with serve_in_thread(sandbox) as server:
+        provider = SyncsoProvider(
+            ProviderContext(
+                settings=ProviderSettings(base_url=server.base_url),
+                api_key=SecretStr(sandbox.config.syncso_key),
+            )
+        )
+        sandbox.add_fault(Fault(kind="drop_after_accept", api="syncso", operation="create", times=1))
+        with pytest.raises(SubmitOutcomeUnknownError):  # the socket closed after the sandbox took it
+            await submit(provider, urls.request("lipsync-2"), key="sock-1")
+        again = await submit(provider, urls.request("lipsync-2"), key="sock-1")
+        assert [j.id for j in sandbox.jobs] == [again.remote_id]
+        assert all(r.host == server.base_url.split("://")[1] for r in sandbox.find_requests(api="syncso"))
+        await provider.aclose()

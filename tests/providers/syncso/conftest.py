@@ -109,8 +109,8 @@ def sandbox_overrides() -> dict[str, Any]:
     return {"strict": True, "webhook_transport": httpx.MockTransport(_receiver)}
 
 
-@pytest.fixture
-def urls(sandbox: Sandbox, media: SampleMedia) -> Urls:
+def host_media(sandbox: Sandbox, media: SampleMedia) -> Urls:
+    """The sample inputs, hosted by that sandbox under a public-looking https host."""
     base = "https://cdn.example.com"
     return Urls(
         video=sandbox.put_file(
@@ -120,6 +120,17 @@ def urls(sandbox: Sandbox, media: SampleMedia) -> Urls:
             media.audio.read_bytes(), file_name="dub.wav", content_type="audio/wav", base_url=base
         ),
     )
+
+
+@pytest.fixture
+def host(media: SampleMedia) -> Callable[[Sandbox], Urls]:
+    """``host(sandbox)``: the sample inputs hosted by a sandbox made in the test."""
+    return lambda sandbox: host_media(sandbox, media)
+
+
+@pytest.fixture
+def urls(sandbox: Sandbox, media: SampleMedia) -> Urls:
+    return host_media(sandbox, media)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ async def test_refusals_before_acceptance(
     retry_after: float | None,
     make_sandbox: Fn,
     make_provider: Fn,
-    media: Any,
+    host: Fn,
     submit: Fn,
 ) -> None:
     wait = 7 if retry_after == 7.0 else None
@@ -62,12 +62,9 @@ async def test_refusals_before_acceptance(
         ]
     )
     provider = make_provider(sandbox)
-    video = sandbox.put_file(media.video.read_bytes(), file_name="v.mp4", base_url="https://cdn.example.com")
-    audio = sandbox.put_file(media.audio.read_bytes(), file_name="a.wav", base_url="https://cdn.example.com")
-    from lipsyncer import LipsyncRequest
-
+    urls = host(sandbox)
     with pytest.raises(error) as caught:
-        await submit(provider, LipsyncRequest(video=video, audio=audio, model="lipsync-2"))
+        await submit(provider, urls.request("lipsync-2"))
     exc: Any = caught.value
     assert exc.accepted is False and exc.status_code == status
     if status == 429:
@@ -77,18 +74,15 @@ async def test_refusals_before_acceptance(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
 async def test_server_errors_after_sending_leave_the_outcome_unknown(
-    status: int, make_sandbox: Fn, make_provider: Fn, media: Any, submit: Fn
+    status: int, make_sandbox: Fn, make_provider: Fn, host: Fn, submit: Fn
 ) -> None:
     sandbox = make_sandbox(
         faults=[Fault(kind="http_error", api="syncso", operation="create", status=status, times=1)]
     )
     provider = make_provider(sandbox)
-    from lipsyncer import LipsyncRequest
-
-    video = sandbox.put_file(media.video.read_bytes(), file_name="v.mp4", base_url="https://cdn.example.com")
-    audio = sandbox.put_file(media.audio.read_bytes(), file_name="a.wav", base_url="https://cdn.example.com")
+    urls = host(sandbox)
     with pytest.raises(SubmitOutcomeUnknownError) as caught:
-        await submit(provider, LipsyncRequest(video=video, audio=audio, model="lipsync-2"), key="job-5")
+        await submit(provider, urls.request("lipsync-2"), key="job-5")
     assert "job-5" in str(caught.value)  # says which key a re-send must carry
 
 
@@ -186,7 +180,7 @@ async def test_failure_codes(
     retryable: bool,
     make_sandbox: Fn,
     make_provider: Fn,
-    media: Any,
+    host: Fn,
     submit: Fn,
     job: Fn,
     finish: Fn,
@@ -195,11 +189,8 @@ async def test_failure_codes(
         faults=[Fault(kind="job_error", api="syncso", error_type=code, message="no face found")]
     )
     provider = make_provider(sandbox)
-    from lipsyncer import LipsyncRequest
-
-    video = sandbox.put_file(media.video.read_bytes(), file_name="v.mp4", base_url="https://cdn.example.com")
-    audio = sandbox.put_file(media.audio.read_bytes(), file_name="a.wav", base_url="https://cdn.example.com")
-    handle = job(await submit(provider, LipsyncRequest(video=video, audio=audio, model="lipsync-2")))
+    urls = host(sandbox)
+    handle = job(await submit(provider, urls.request("lipsync-2")))
     last = (await finish(provider, handle))[-1]
     assert (last.state, last.raw_status, last.error_code, last.retryable) == (
         state,

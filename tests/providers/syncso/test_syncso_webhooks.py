@@ -89,19 +89,15 @@ async def test_failed_generation_delivery(
     make_sandbox: Fn,
     sandbox_overrides: dict[str, Any],
     make_provider: Fn,
-    media: Any,
+    host: Fn,
     received: list[httpx.Request],
 ) -> None:
     sandbox = make_sandbox(faults=[Fault(kind="job_error", api="syncso", error_type="generation_rejected")])
     provider = make_provider(sandbox)
-    base = "https://cdn.example.com"
-    video = sandbox.put_file(media.video.read_bytes(), file_name="v.mp4", base_url=base)
-    audio = sandbox.put_file(media.audio.read_bytes(), file_name="a.wav", base_url=base)
-    from lipsyncer import LipsyncRequest
-
+    urls = host(sandbox)
     spec = provider.model_spec("lipsync-2")
-    request = LipsyncRequest(video=video, audio=audio, model="lipsync-2")
-    await provider.submit(request, spec, video_url=video, audio_url=audio, webhook_url=HOOK)
+    request = urls.request("lipsync-2")
+    await provider.submit(request, spec, video_url=urls.video, audio_url=urls.audio, webhook_url=HOOK)
 
     async def arrived() -> bool:
         return bool(received)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lipsyncer import ActiveSpeaker, JobState, LipsyncRequest
+from lipsyncer import ActiveSpeaker, JobState
 from lipsyncer.contrib.sandbox import Sandbox
 from lipsyncer.providers.syncso import SyncsoProvider
 
@@ -115,13 +115,12 @@ async def test_status_result_and_frame_count(
 
 @pytest.mark.parametrize("new_names", [False, True])
 async def test_both_output_field_spellings(
-    make_sandbox: Fn, make_provider: Fn, media: Any, new_names: bool, submit: Fn, job: Fn, finish: Fn
+    make_sandbox: Fn, make_provider: Fn, host: Fn, new_names: bool, submit: Fn, job: Fn, finish: Fn
 ) -> None:
     sandbox = make_sandbox(syncso_new_field_names=new_names)
     provider = make_provider(sandbox)
-    video = sandbox.put_file(media.video.read_bytes(), file_name="v.mp4", base_url="https://cdn.example.com")
-    audio = sandbox.put_file(media.audio.read_bytes(), file_name="a.wav", base_url="https://cdn.example.com")
-    handle = job(await submit(provider, LipsyncRequest(video=video, audio=audio, model="sync-3")), "sync-3")
+    urls = host(sandbox)
+    handle = job(await submit(provider, urls.request("sync-3")), "sync-3")
     await finish(provider, handle)
     body_key = "outputMediaUrl" if new_names else "outputUrl"
     output = await provider.result(handle)

@@ -7,19 +7,22 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from lipsyncer import (
     AuthenticationError,
     InvalidRequestError,
     JobFailedError,
     JobState,
+    ProviderContext,
     ProviderRejectedError,
     ProviderUnavailableError,
     QuotaExceededError,
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
-from lipsyncer.contrib.sandbox import Fault, Sandbox
+from lipsyncer.contrib.sandbox import Fault, Sandbox, serve_in_thread
+from lipsyncer.core.config import ProviderSettings
 from lipsyncer.providers.syncso import SyncsoProvider
 
 pytestmark = pytest.mark.anyio
@@ -224,11 +227,6 @@ async def test_look_up_outage_is_retryable(
 
 async def test_over_a_real_socket_via_base_url(sandbox: Sandbox, urls: Any, submit: Fn) -> None:
     """``base_url`` alone (no transport from the context): the SDK's own httpx path over loopback."""
-    from pydantic import SecretStr
-
-    from lipsyncer import ProviderContext
-    from lipsyncer.contrib.sandbox import serve_in_thread
-    from lipsyncer.core.config import ProviderSettings
 
     with serve_in_thread(sandbox) as server:
         provider = SyncsoProvider(

@@ -13,7 +13,9 @@ from lipsyncer import (
     ConfigError,
     InvalidRequestError,
     LipsyncRequest,
+    MissingCredentialsError,
     ProviderContext,
+    StorageError,
     UnsupportedOptionError,
 )
 from lipsyncer.contrib.sandbox import Sandbox, write_sample_audio, write_sample_video
@@ -92,7 +94,6 @@ async def test_react_1_takes_at_most_15_seconds_of_local_media(
 
 
 async def test_local_files_need_hosting(sandbox: Sandbox, provider: SyncsoProvider, media: Any) -> None:
-    from lipsyncer import StorageError
 
     with pytest.raises(StorageError):
         await provider.stage(LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2").video)
@@ -123,7 +124,6 @@ async def test_occlusion_option_is_sent_except_to_sync_3(
 
 
 def test_missing_key_is_typed(sandbox: Sandbox) -> None:
-    from lipsyncer import MissingCredentialsError
 
     provider = SyncsoProvider(ProviderContext(settings=ProviderSettings(), api_key=None))
     with pytest.raises(MissingCredentialsError, match="SYNC_API_KEY"):

@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from lipsyncer import JobState, WebhookVerificationError
+from lipsyncer import JobState, ProviderContext, UnsupportedOptionError, WebhookVerificationError
 from lipsyncer.contrib.sandbox import Fault, Sandbox
 from lipsyncer.contrib.sandbox.testing import eventually
+from lipsyncer.core.config import ProviderSettings
+from lipsyncer.providers.syncso import SyncsoProvider
 
 pytestmark = pytest.mark.anyio
 Fn = Callable[..., Any]
@@ -168,11 +171,6 @@ async def test_secret_from_the_configured_env_var(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MY_SYNC_SECRET", SECRET)
-    from pydantic import SecretStr
-
-    from lipsyncer import ProviderContext
-    from lipsyncer.core.config import ProviderSettings
-    from lipsyncer.providers.syncso import SyncsoProvider
 
     provider = SyncsoProvider(
         ProviderContext(
@@ -191,7 +189,6 @@ async def test_secret_from_the_configured_env_var(
 async def test_plain_http_webhook_refused_unless_allowed_for_loopback(
     sandbox: Sandbox, make_provider: Fn, urls: Any
 ) -> None:
-    from lipsyncer import UnsupportedOptionError
 
     strict = make_provider(sandbox)
     spec = strict.model_spec("lipsync-2")

@@ -242,3 +242,24 @@ async def test_over_a_real_socket_via_base_url(sandbox: Sandbox, urls: Any, subm
         assert [j.id for j in sandbox.jobs] == [again.remote_id]
         assert all(r.host == server.base_url.split("://")[1] for r in sandbox.find_requests(api="syncso"))
         await provider.aclose()
+
+
+async def test_any_refusal_carries_retry_after_when_sent(
+    sandbox: Sandbox, make_provider: Fn, urls: Any, submit: Fn
+) -> None:
+    def busy(request: httpx.Request) -> httpx.Response:
+        body = {
+            "statusCode": 402,
+            "message": "Out of credits until the next cycle",
+            "errorCode": "insufficient_credits",
+        }
+        return httpx.Response(402, json=body, headers={"Retry-After": "120"})
+
+    provider = make_provider(sandbox, transport=httpx.MockTransport(busy))
+    with pytest.raises(QuotaExceededError) as caught:
+        await submit(provider, urls.request("lipsync-2"))
+    assert (caught.value.retry_after, caught.value.code, caught.value.accepted) == (
+        120.0,
+        "insufficient_credits",
+        False,
+    )

@@ -44,7 +44,7 @@ def redact(value: Any, secret: str) -> Any:
     return value
 
 
-def retry_after(response: httpx.Response, default: float) -> float:
+def retry_after(response: httpx.Response, default: float | None) -> float | None:
     """``Retry-After`` in seconds (delta or HTTP date), else ``default``."""
     value = response.headers.get("retry-after")
     if not value:
@@ -113,6 +113,9 @@ def error_from(
         "accepted": accepted,
         "details": scrub(body.body),
     }
+    said = retry_after(response, None)  # any refusal may say when to come back
+    if status not in (429, 408) and status < 500:
+        common["retry_after"] = said
     if status == 401:
         return AuthenticationError(
             message, code=code or "unauthorized", fix="check SYNC_API_KEY (sent as x-api-key)", **common
@@ -126,7 +129,7 @@ def error_from(
             message, code=code or "payment_required", fix="add credits or upgrade the sync.so plan", **common
         )
     if status == 429:
-        wait = retry_after(response, RATE_LIMIT_WAIT)
+        wait = said if said is not None else RATE_LIMIT_WAIT
         what = "generations running at once" if code == "concurrency_limit_reached" else "requests"
         return RateLimitedError(
             message,
@@ -143,7 +146,7 @@ def error_from(
             **common,
         )
     if status == 408 or status >= 500:
-        wait = retry_after(response, UNAVAILABLE_WAIT)
+        wait = said if said is not None else UNAVAILABLE_WAIT
         return ProviderUnavailableError(
             message,
             code=code or f"http_{status}",

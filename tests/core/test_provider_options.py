@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -71,3 +72,18 @@ def test_a_settings_model_that_takes_any_key_is_refused_at_registration() -> Non
 
     with pytest.raises(TypeError, match="extra='forbid'"):
         Sloppy.validate_ids()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="registry wiring: Registry._check_config calls check_provider_options (lead)"
+)
+def test_a_client_refuses_a_typo_in_provider_options_when_built(tmp_path: Any) -> None:
+    from lipsyncer import AsyncLipsyncer, LipsyncRequest, MemoryJobStore
+
+    env = {"FAL_KEY": "k"}
+    settings = load_settings(env=env, cwd=tmp_path, providers={"fal-v3": {"options": {"start_timout": 5}}})
+    with pytest.raises(ConfigError, match=re.escape("providers.fal-v3.options: unknown key 'start_timout'")):
+        client = AsyncLipsyncer(settings, env=env, store=MemoryJobStore())
+        client.route(
+            LipsyncRequest(video="https://a.example/v.mp4", audio="https://a.example/a.wav", model="sync-3")
+        )

@@ -76,6 +76,7 @@ def sandbox_env(sandbox: Sandbox, environ: Mapping[str, str]) -> dict[str, str]:
             "FAL_KEY": sandbox.config.fal_key,
             "EVOLINK_API_KEY": sandbox.config.unified_key,
             "SYNC_API_KEY": sandbox.config.syncso_key,
+            "SYNC_WEBHOOK_SECRET": sandbox.config.syncso_webhook_secret,
         }
     )
     return env

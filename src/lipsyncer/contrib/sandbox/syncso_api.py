@@ -106,6 +106,9 @@ class SyncsoApi:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         engine.notifiers["syncso"] = self.webhook
+        # The engine's clock when it has one (an injectable clock), else the process's: both have
+        # ``monotonic()`` and ``time()``, so job times stay on the same clock as every other API's.
+        self.clock: Any = getattr(engine, "clock", time)
         self._lock = threading.Lock()
         self._by_key: dict[str, str] = {}  # Idempotency-Key -> generation id (one API key, one organisation)
 
@@ -150,7 +153,7 @@ class SyncsoApi:
                     self._by_key[key] = job.id
         call.job_id = job.id
         with self.engine.locked():
-            generation = self.generation(job, time.monotonic(), call.origin)
+            generation = self.generation(job, self.clock.monotonic(), call.origin)
         return Reply(201, generation)  # a replay answers as the first create did
 
     def _parse(
@@ -207,7 +210,7 @@ class SyncsoApi:
         faults = self.engine.faults.draw(JOB_KINDS, "syncso", "create", model)
         forced = next((f for f in faults if f.kind == "job_error"), None)
         early = next((f for f in faults if f.kind == "webhook_early"), None)
-        now, wall = time.monotonic(), time.time()
+        now, wall = self.clock.monotonic(), self.clock.time()
         return Job(
             id=self.engine.new_uuid(),
             seq=0,
@@ -246,13 +249,13 @@ class SyncsoApi:
         call.job_id = job.id
         call.endpoint = job.model
         with self.engine.locked():
-            return Reply(200, self.generation(job, time.monotonic(), call.origin))
+            return Reply(200, self.generation(job, self.clock.monotonic(), call.origin))
 
     def list(self, call: Call) -> Reply:
         if not self.authorized(call):
             return self.unauthorized()
         wanted = {s.strip().upper() for s in call.query.get("status", "").split(",") if s.strip()}
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self.engine.locked():
             items = [self.generation(j, now, call.origin) for j in self.engine.jobs() if j.api == "syncso"]
         return Reply(200, [g for g in items if not wanted or g["status"] in wanted])
@@ -336,7 +339,7 @@ class SyncsoApi:
     def webhook(self, job: Job, phase: Phase) -> Outgoing | None:
         if job.webhook_url is None:
             return None
-        now = job.natural_end() or time.monotonic()
+        now = job.natural_end() or self.clock.monotonic()
         with self.engine.locked():
             body = self.generation(job, max(now, job.visible_end() or now), job.origin)
         raw = json.dumps(body).encode()
@@ -346,7 +349,7 @@ class SyncsoApi:
             return {
                 "Content-Type": "application/json",
                 "User-Agent": "lipsyncer-sandbox",
-                "Sync-Signature": syncso_signature(secret, int(time.time()), data),
+                "Sync-Signature": syncso_signature(secret, int(self.clock.time()), data),
             }
 
         return Outgoing(

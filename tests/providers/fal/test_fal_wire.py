@@ -7,6 +7,7 @@ route is accepted by the strict sandbox (no unknown field, no ignored option, no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,22 +327,30 @@ async def test_bad_queue_settings_are_refused_before_any_request(bed: Any, optio
 
 
 @pytest.mark.parametrize(
-    ("speaker", "error"),
-    [
-        (ActiveSpeaker.at(3, 10.5, 20.0), InvalidRequestError),
-        (ActiveSpeaker.boxes([(0.0, 0.0, 10.25, 10.0)]), InvalidRequestError),
-        (ActiveSpeaker.boxes([(0, 0, 10, 10), None]), UnsupportedOptionError),
-    ],
+    "speaker",
+    [lambda: ActiveSpeaker.at(3, 10.5, 20.0), lambda: ActiveSpeaker.boxes([(0.0, 0.0, 10.25, 10.0)])],
+    ids=["point", "boxes"],
 )
-async def test_v3_takes_integer_pixels_and_no_null_frames(
-    bed: Any, speaker: ActiveSpeaker, error: type[Exception]
+async def test_v3_refuses_fractional_pixels_before_any_request(
+    bed: Any, speaker: Callable[[], ActiveSpeaker]
 ) -> None:
+    """fal's types take integers: a fraction is refused (by the schema, else by the provider), never rounded."""
     fal = bed.provider(V3)
-    request = bed.request("sync-3", active_speaker=speaker)
-    with pytest.raises(error) as caught:
+    with pytest.raises(InvalidRequestError) as caught:
+        request = bed.request("sync-3", active_speaker=speaker())
         fal.check(request, fal.models[0])
-    assert getattr(caught.value, "fix", None)
-    with pytest.raises(error):
+    assert caught.value.field == "active_speaker" and caught.value.fix
+    assert bed.sandbox.requests == []
+
+
+async def test_v3_refuses_null_frames_before_any_request(bed: Any) -> None:
+    """fal's bounding_boxes have no null frames (sync.so's do): the fal-v3 route is excluded, not sent."""
+    fal = bed.provider(V3)
+    request = bed.request("sync-3", active_speaker=ActiveSpeaker.boxes([(0, 0, 10, 10), None]))
+    with pytest.raises(UnsupportedOptionError) as caught:
+        fal.check(request, fal.models[0])
+    assert caught.value.option == "active_speaker.boxes" and "syncso" in (caught.value.fix or "")
+    with pytest.raises(UnsupportedOptionError):
         await fal.submit(request, fal.models[0], video_url=bed.video_url, audio_url=bed.audio_url)
     assert bed.sandbox.requests == []
 

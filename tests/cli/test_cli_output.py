@@ -132,7 +132,7 @@ def test_estimate_takes_durations_for_urls(cli: Invoke) -> None:
     estimate = json.loads(outcome.stdout)
     assert estimate["output_seconds"] == 60
     by_route = {c["route"]: c["estimated_cost"]["amount"] for c in estimate["candidates"]}
-    assert set(by_route) == {"fal-v3:sync-3", "unified:sync-3"}
+    assert set(by_route) == {"fal-v3:sync-3", "syncso:sync-3", "unified:sync-3"}
 
 
 def test_providers_lists_every_builtin_and_never_a_key(cli: Invoke) -> None:
@@ -151,6 +151,11 @@ def test_providers_lists_every_builtin_and_never_a_key(cli: Invoke) -> None:
     assert set(rows) >= set(PROVIDER_IDS)
     assert rows["fal-v3"]["credential_env"] == "FAL_KEY" and rows["fal-v3"]["credentials"] == "found"
     assert rows["unified"]["credential_env"] == "EVOLINK_API_KEY"
+    syncso = rows["syncso"]
+    assert (syncso["credential_env"], syncso["credentials"]) == ("SYNC_API_KEY", "missing")
+    assert "idempotent submits" in syncso["features"] and "cancel" not in syncso["features"]
+    react = next(m for m in syncso["models"] if m["id"] == "react-1")
+    assert {"model_mode", "emotion"} <= set(react["options"])
     assert "temperature" in next(m for m in rows["unified"]["models"] if m["id"] == "lipsync-2")["options"]
     assert all(row["plugin"] != "?" for row in rows.values())
     assert {s["id"] for s in payload["storages"]} == {"fal-cdn"}

@@ -36,6 +36,7 @@ SCRIPT_CONFIGS = {  # the only thing that changes between backends
     "fal-v2-pro": 'model = "lipsync-2-pro"\nonly = ["fal-v2-pro"]\n',
     "fal-v3": 'model = "sync-3"\nonly = ["fal-v3"]\n',
     "fal-legacy": 'model = "lipsync-1.9.0-beta"\nonly = ["fal-legacy"]\n',
+    "syncso": 'model = "lipsync-2-pro"\nonly = ["syncso"]\nstorage = "fal-cdn"\n',
 }
 
 

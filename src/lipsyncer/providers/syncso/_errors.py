@@ -23,25 +23,11 @@ from lipsyncer import (
     RateLimitedError,
 )
 
-__all__ = ["RATE_LIMIT_WAIT", "ErrorBody", "error_from", "redact", "retry_after"]
+__all__ = ["RATE_LIMIT_WAIT", "ErrorBody", "error_from", "retry_after"]
 
 RATE_LIMIT_WAIT = 60.0
 """Seconds to wait after a 429 that names no ``Retry-After`` (sync.so's generate limit is per minute)."""
 UNAVAILABLE_WAIT = 30.0
-
-
-def redact(value: Any, secret: str) -> Any:
-    """``value`` (text or JSON) with ``secret`` replaced. Until ``core/redact.py`` lands, as in the unified
-    provider: an API may echo the key it refused, and errors are logged and stored."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "<redacted>")
-    if isinstance(value, Mapping):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, secret) for v in value]
-    return value
 
 
 def retry_after(response: httpx.Response, default: float | None) -> float | None:

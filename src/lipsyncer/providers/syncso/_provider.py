@@ -52,7 +52,7 @@ from lipsyncer import (
 )
 from lipsyncer.core.media import MediaProbeError, probe
 
-from ._errors import ErrorBody, error_from, redact
+from ._errors import ErrorBody, error_from
 from ._webhooks import verify_signature
 from ._wire import (
     DEFAULT_BASE_URL,
@@ -277,7 +277,8 @@ class SyncsoProvider(Provider):
             self._seen.reset(token)
 
     def _scrub(self, value: Any) -> Any:
-        return redact(value, self.context.key()) if self.context.api_key is not None else value
+        """What sync.so sent back, with every key the client knows taken out (some gateways echo them)."""
+        return self.context.redactor.value(value)
 
     # ------------------------------------------------------------------ the work
 

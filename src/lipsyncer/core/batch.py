@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .client import AsyncLipsyncer
     from .waiting import StatusCallback
 
+_SUBMITTING = 64
+"""Items of a batch between their start and their provider's answer, at most."""
+
 __all__ = ["BatchItem", "BatchPlan", "Outcome", "PlannedRow", "plan_batch", "run_batch"]
 
 
@@ -77,15 +80,18 @@ async def run_batch(
         )
     send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
     limiter = anyio.CapacityLimiter(concurrency) if concurrency else None
+    # Items are routed, written ahead and sent a few dozen at a time: thousands at once would only queue at
+    # the providers' request slots while each held its plan, its job row and its request body in memory.
+    submitting = anyio.CapacityLimiter(min(concurrency or _SUBMITTING, _SUBMITTING))
 
     async def one(item: BatchItem) -> None:
         async with AsyncExitStack() as stack:
             if limiter is not None:
                 await stack.enter_async_context(limiter)
             try:
-                result = await client.run(
-                    item.request, idempotency_key=item.key, save_to=item.save_to, on_status=on_status
-                )
+                async with submitting:
+                    job = await client.submit(item.request, idempotency_key=item.key, save_to=item.save_to)
+                result = await client._resume_one(job, on_status)
                 outcome = Outcome(key=item.key, result=result)
             except LipsyncError as exc:
                 outcome = Outcome(key=item.key, error=exc)

@@ -1,4 +1,4 @@
-"""``jobs list | show | resume | cancel | resolve``: the job store, read and acted on from any process.
+"""``jobs list | show | resume | cancel | resolve | migrate``: the job store, read and acted on from any process.
 
 A job submitted by a process that was killed is resumed here; it is saved where that ``run`` asked (the output
 path is part of the stored job), never submitted again.
@@ -12,14 +12,16 @@ import anyio
 import typer
 
 from ..core.client import AsyncLipsyncer
+from ..core.config import load_settings
 from ..core.errors import LipsyncError
 from ..core.schema import Job, JobState, LipsyncResult
+from ..core.store import SCHEMA_VERSION, default_store_path, redacted, store_from_url
 from .errors import CliInputError, describe
 from .options import ConfigOpt, JsonOpt, StoreOpt
 from .payloads import error_payload, job_payload, result_payload
 from .progress import StatusProgress
 from .render import Ui, job_detail, jobs_table, result_lines
-from .session import ClientOptions, open_session
+from .session import ClientOptions, open_session, store_setting
 
 __all__ = ["build_jobs_app"]
 
@@ -33,6 +35,7 @@ def build_jobs_app() -> typer.Typer:
     jobs.command("resume")(resume_command)
     jobs.command("cancel")(cancel_command)
     jobs.command("resolve")(resolve_command)
+    jobs.command("migrate")(migrate_command)
     return jobs
 
 
@@ -175,3 +178,16 @@ def resolve_command(
             ui.say(f"next: lipsyncer jobs resume {job.id}")
 
     anyio.run(go)
+
+
+def migrate_command(config: ConfigOpt = None, store: StoreOpt = None) -> None:
+    """Bring the job store's schema up to this lipsyncer's version (stop the workers using it first).
+
+    SQLite stores are migrated when opened; a PostgreSQL store is refused until this runs once."""
+    ui = Ui.create()
+    target = store_setting(store) if store is not None else load_settings(config).job_store
+    opened = store_from_url(target or default_store_path(), migrate=True)
+    try:
+        ui.say(f"{redacted(str(target or default_store_path()))} is at schema version {SCHEMA_VERSION}")
+    finally:
+        opened.close()

@@ -404,7 +404,7 @@ class AsyncLipsyncer:
         a queue's completion step. None while another owner holds the claim (it completes the job, or its
         lease runs out: call again later). A failed or unresolved job raises its failure."""
         job = self.lifecycle.fresh(job)
-        if job.remote_id is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+        if job.remote_id is None and not job.state.finished:
             raise failure_of(job)
         return await self._waiting.try_finish(job)
 

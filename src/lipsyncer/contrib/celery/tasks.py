@@ -1,0 +1,141 @@
+"""The three tasks of a job: submit, poll (re-scheduled, never blocking), complete.
+
+Each task body is a few store reads and at most one provider call; a task that runs twice — Celery's
+at-least-once delivery, a worker killed mid-task — finds the job's stored state and does only what is left:
+``send`` sends a prepared job once however often it runs, transitions are compare-and-swaps, and completion
+happens under the job's claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from ...core.client import AsyncLipsyncer
+from ...core.config import PollingPolicy
+from ...core.errors import DeadlineExceededError, LipsyncError, ProviderError
+from ...core.schema import Job, JobState, utcnow
+from ...core.store import job_summary
+from ...core.submit import unknown_error
+from .fleet import COMPLETE, POLL, SUBMIT, Fleet, backoff
+
+__all__ = ["register"]
+
+log = logging.getLogger("lipsyncer.celery")
+
+_TRANSIENT_ERRORS = 8
+"""Consecutive failed look-ups before a poll chain gives up (the job stays stored and resumable)."""
+_CLAIM_RETRIES = 100
+"""Times a completion waits (up to 30 s each) for another owner's claim: well past a claim's lease."""
+
+_WORKER_DIED = "the worker sending it stopped before it stored the provider's answer"
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {**job_summary(job), "version": job.version}
+
+
+def _provider_finished(job: Job) -> bool:
+    return job.state.finished or (job.last_status is not None and job.last_status.state is JobState.COMPLETED)
+
+
+def register(app: Any, fleet: Fleet) -> None:
+    """Define the tasks on ``app`` (names ``lipsyncer.submit``, ``lipsyncer.poll``, ``lipsyncer.complete``)."""
+    # shared=False: each app runs its own fleet's tasks (Celery would otherwise hand every app the first ones).
+    options = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "shared": False}
+
+    @app.task(name=SUBMIT, **options)  # type: ignore[untyped-decorator]
+    def submit(self: Any, job_id: str) -> dict[str, Any]:
+        """Send the prepared job (once, however often this runs), then start polling it."""
+
+        async def go(client: AsyncLipsyncer) -> tuple[Job, float]:
+            job = await client.send(job_id)
+            if (
+                job.state is JobState.SUBMITTING
+                and job.sends
+                and not client.lifecycle.claimed_elsewhere(job.id)
+            ):  # its sender died between the send and storing the answer: the outcome is unknown
+                job = client.lifecycle.unknown(job, message=_WORKER_DIED)
+            first = client.policy(job).initial_interval if job.remote_id is not None else 0.0
+            return job, first
+
+        try:
+            job, first = fleet.runtime.call(go, job_id=job_id)
+        except LipsyncError:
+            fleet.send_complete(job_id)  # the job's result id carries the failure too
+            raise
+        if job.remote_id is not None:
+            fleet.send_poll(job.id, step=0, failures=0, countdown=0.0 if _provider_finished(job) else first)
+        elif job.state is JobState.UNKNOWN:
+            fleet.send_complete(job_id)
+            raise unknown_error(job)
+        elif job.state.finished:
+            fleet.send_complete(job_id)
+        return _summary(job)  # SUBMITTING: another worker is sending it right now and goes on from there
+
+    @app.task(name=POLL, **options)  # type: ignore[untyped-decorator]
+    def poll(self: Any, job_id: str, step: int = 0, failures: int = 0) -> dict[str, Any]:
+        """One status look-up; then complete the job, or look again after the policy's backoff."""
+
+        async def go(client: AsyncLipsyncer) -> tuple[Job, str, PollingPolicy | None]:
+            job = client.lifecycle.fresh(job_id)
+            if _provider_finished(job):
+                return job, "complete", None
+            if job.remote_id is None:  # submitting or unknown: the submit task or a webhook settles it
+                return job, "stop", None
+            policy = client.policy(job)
+            _check_deadlines(job, policy)
+            try:
+                with anyio.fail_after(policy.call_timeout):
+                    await client.status(job)
+            except (ProviderError, TimeoutError) as exc:
+                transient = isinstance(exc, TimeoutError) or exc.retryable
+                if not transient or failures + 1 >= _TRANSIENT_ERRORS:
+                    raise
+                log.info("status look-up for %s failed (%s); looking again later", job_id, exc)
+                return job, "retry", policy
+            job = client.lifecycle.fresh(job_id)
+            return job, ("complete" if _provider_finished(job) else "again"), policy
+
+        job, next_step, policy = fleet.runtime.call(go, job_id=job_id)
+        if next_step == "complete":
+            fleet.send_complete(job_id)
+        elif policy is not None:
+            failed = failures + 1 if next_step == "retry" else 0
+            fleet.send_poll(job_id, step=step + 1, failures=failed, countdown=backoff(policy, step + 1))
+        return _summary(job)
+
+    @app.task(name=COMPLETE, **options)  # type: ignore[untyped-decorator]
+    def complete(self: Any, job_id: str) -> dict[str, Any]:
+        """Fetch, store and save the result, once, under the job's claim. Its task id is the job's result id."""
+
+        async def go(client: AsyncLipsyncer) -> tuple[dict[str, Any] | None, float]:
+            job = client.lifecycle.fresh(job_id)
+            if not _provider_finished(job) and job.remote_id is not None:
+                return None, client.policy(job).initial_interval  # not done yet: the poll chain goes on
+            result = await client.complete(job)
+            return (None if result is None else result.model_dump(mode="json")), 0.0
+
+        outcome, not_done = fleet.runtime.call(go, job_id=job_id)
+        if outcome is not None:
+            return outcome
+        if not_done:
+            raise self.retry(countdown=not_done, max_retries=None)
+        # Another owner holds the claim: it completes the job, or its lease runs out and this run does.
+        countdown = min(2.0**self.request.retries, 30.0)
+        raise self.retry(countdown=countdown, max_retries=_CLAIM_RETRIES)
+
+
+def _check_deadlines(job: Job, policy: PollingPolicy) -> None:
+    """The polling policy's deadlines: the chain stops (the job stays stored; ``jobs resume`` picks it up)."""
+    elapsed = (utcnow() - job.submitted_at).total_seconds()
+    if policy.start_deadline is not None and job.state is JobState.QUEUED and elapsed > policy.start_deadline:
+        raise DeadlineExceededError(
+            f"job {job.id} did not start within {policy.start_deadline:g} s", deadline="start", job=job
+        )
+    if policy.total_deadline is not None and elapsed > policy.total_deadline:
+        raise DeadlineExceededError(
+            f"job {job.id} did not finish within {policy.total_deadline:g} s", deadline="total", job=job
+        )

@@ -144,6 +144,26 @@ def test_a_single_slot_worker_never_blocks_while_providers_work(
     assert max(submits) < min(fetches)
 
 
+def test_a_sweep_restarts_jobs_whose_messages_were_lost(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer, tmp_path: Path
+) -> None:
+    """Jobs with no task in the broker (one sent outside the fleet, one prepared whose submit message was
+    lost): the sweep sends the prepared one and looks up the other; both complete, each sent once."""
+    fleet = fleet_app.lipsyncer_fleet
+
+    async def outside(client: Any) -> tuple[str, str]:
+        sent = await client.submit(request_for(media), idempotency_key="outside")
+        prepared = client.prepare(request_for(media), idempotency_key="lost-message")
+        return sent.id, prepared.id
+
+    sent_id, prepared_id = fleet.runtime.call(outside)
+    counts = fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)
+    assert counts == {"submitted": 1, "polled": 1}
+    for job_id in (sent_id, prepared_id):
+        assert result(job_id, app=fleet_app).get(timeout=GUARD)["job_id"] == job_id
+    assert len(served.sandbox.submits()) == 2
+
+
 @pytest.mark.parametrize("step", [0, 1, 3, 20])
 def test_poll_countdowns_follow_the_policy_backoff(step: int) -> None:
     policy = PollingPolicy(initial_interval=2.0, multiplier=1.5, max_interval=20.0, jitter=0.25)

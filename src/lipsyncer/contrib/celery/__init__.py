@@ -13,12 +13,13 @@ from typing import Any
 
 from ...core.schema import LipsyncRequest
 from ..webhooks import webhook_app
-from .fleet import COMPLETE, POLL, SUBMIT, Fleet, create_app, fleet_of, result_id
+from .fleet import COMPLETE, POLL, SUBMIT, SWEEP, Fleet, create_app, fleet_of, result_id
 
 __all__ = [
     "COMPLETE",
     "POLL",
     "SUBMIT",
+    "SWEEP",
     "Fleet",
     "app",
     "create_app",

@@ -26,11 +26,12 @@ from ...core.config import PollingPolicy, Settings, load_settings
 from ...core.schema import Job, LipsyncRequest
 from .runtime import Runtime
 
-__all__ = ["COMPLETE", "POLL", "SUBMIT", "Fleet", "create_app", "fleet_of", "result_id"]
+__all__ = ["COMPLETE", "POLL", "SUBMIT", "SWEEP", "Fleet", "create_app", "fleet_of", "result_id"]
 
 SUBMIT = "lipsyncer.submit"
 POLL = "lipsyncer.poll"
 COMPLETE = "lipsyncer.complete"
+SWEEP = "lipsyncer.sweep"
 
 
 def result_id(job_id: str) -> str:

@@ -19,7 +19,7 @@ from ...core.errors import DeadlineExceededError, LipsyncError, ProviderError
 from ...core.schema import Job, JobState, utcnow
 from ...core.store import job_summary
 from ...core.submit import unknown_error
-from .fleet import COMPLETE, POLL, SUBMIT, Fleet, backoff
+from .fleet import COMPLETE, POLL, SUBMIT, SWEEP, Fleet, backoff
 
 __all__ = ["register"]
 
@@ -42,7 +42,7 @@ def _provider_finished(job: Job) -> bool:
 
 
 def register(app: Any, fleet: Fleet) -> None:
-    """Define the tasks on ``app`` (names ``lipsyncer.submit``, ``lipsyncer.poll``, ``lipsyncer.complete``)."""
+    """Define the tasks on ``app``: ``lipsyncer.submit``, ``.poll``, ``.complete`` and ``.sweep``."""
     # shared=False: each app runs its own fleet's tasks (Celery would otherwise hand every app the first ones).
     options = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "shared": False}
 
@@ -126,6 +126,25 @@ def register(app: Any, fleet: Fleet) -> None:
         # Another owner holds the claim: it completes the job, or its lease runs out and this run does.
         countdown = min(2.0**self.request.retries, 30.0)
         raise self.retry(countdown=countdown, max_retries=_CLAIM_RETRIES)
+
+    @app.task(name=SWEEP, **options)  # type: ignore[untyped-decorator]
+    def sweep(self: Any) -> dict[str, int]:
+        """Restart what a lost message would leave idle (a flushed broker, a chain ended by a deadline): send
+        every prepared job never sent, and look up every unfinished job with a remote id. Schedule it with
+        Celery beat; whatever it duplicates is safe to run twice."""
+
+        async def go(client: AsyncLipsyncer) -> list[Job]:
+            return client.unfinished()
+
+        counts = {"submitted": 0, "polled": 0}
+        for job in fleet.runtime.call(go):
+            if job.remote_id is not None:
+                fleet.send_poll(job.id, step=0, failures=0, countdown=0.0)
+                counts["polled"] += 1
+            elif job.state is JobState.SUBMITTING and not job.sends:
+                fleet.send_submit(job.id)
+                counts["submitted"] += 1
+        return counts
 
 
 def _check_deadlines(job: Job, policy: PollingPolicy) -> None:

@@ -29,7 +29,7 @@ from .core.errors import (
     WebhookVerificationError,
 )
 from .core.hookspecs import hookimpl
-from .core.jobs import JobStore, MemoryJobStore, SQLiteJobStore
+from .core.jobs import JobStore, MemoryJobStore, SQLiteJobStore, SQLJobStore, store_from_url
 from .core.provider import (
     ModelSpec,
     Provider,
@@ -101,6 +101,7 @@ __all__ = [
     "ResultExpiredError",
     "Route",
     "RoutePlan",
+    "SQLJobStore",
     "SQLiteJobStore",
     "Settings",
     "Storage",
@@ -115,4 +116,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "load_settings",
+    "store_from_url",
 ]

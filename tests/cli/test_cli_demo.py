@@ -51,7 +51,7 @@ def test_demo_prints_route_cost_served_by_and_the_duration_check(cli: Invoke, cl
     text = outcome.stdout
     assert "Routing 'lipsync-2' by priority:" in text  # the plan's explanation
     assert "Excluded:" in text and "unified:lipsync-2" in text
-    assert "Estimated cost on fal-v2:lipsync-2: $0.1500 for 3.00 s" in text
+    assert "Estimated cost on fal-v2:lipsync-2: $0.15 for 3.00 s" in text
     assert "Served by fal-v2:lipsync-2 (fal-ai/sync-lipsync/v2)" in text
     assert "loop rule (audio length)" in text and "expected 3.00 s [ok]" in text
     seconds, _ = probe_mp4(clean_env / "lipsyncer-demo.mp4")  # the default output, in the cwd

@@ -34,7 +34,7 @@ def client(env: dict[str, str] | None = None, **overrides: object) -> AsyncLipsy
 speakers = st.one_of(
     st.none(),
     st.just(ActiveSpeaker.automatic()),
-    st.builds(ActiveSpeaker.at, st.integers(0, 500), st.floats(0, 4000), st.floats(0, 4000)),
+    st.builds(ActiveSpeaker.at, st.integers(0, 500), st.integers(0, 4000), st.integers(0, 4000)),
     st.just(ActiveSpeaker.boxes([(1.0, 2.0, 30.0, 40.0), None])),
     st.just(ActiveSpeaker.boxes_from("https://media.example/boxes.json")),
     st.just(ActiveSpeaker.face(base64.b64encode(b"face").decode())),

@@ -45,7 +45,7 @@ def test_bad_urls_are_refused(url: str) -> None:
 
 @given(st.text(alphabet="abcdefghij/_-.", min_size=1, max_size=30))
 def test_missing_local_files_are_refused(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
-    missing = tmp_path_factory.getbasetemp() / "absent" / name
+    missing = tmp_path_factory.getbasetemp() / "absent" / name.lstrip("/")
     with pytest.raises(InvalidRequestError, match="not found"):
         make(audio=str(missing))
 
@@ -108,3 +108,72 @@ def test_summary_holds_no_media_payload() -> None:
     payload = base64.b64encode(b"x" * 3000).decode()
     request = make(audio=f"data:audio/wav;base64,{payload}")
     assert payload not in str(request.summary())
+
+
+# ------------------------------------------------------------------------ whole pixels, finite numbers
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000))
+def test_integral_coordinates_are_kept_as_ints(x: int, y: int) -> None:
+    for speaker in (ActiveSpeaker.at(3, x, y), ActiveSpeaker.at(3, float(x), float(y))):
+        assert speaker.coordinates == (x, y)
+        assert all(type(c) is int for c in speaker.coordinates)
+
+
+@given(
+    st.floats(allow_nan=True, allow_infinity=True).filter(
+        lambda v: not (v == v and abs(v) != float("inf") and float(v).is_integer())
+    )
+)
+def test_non_integral_or_non_finite_coordinates_are_refused_with_a_fix(value: float) -> None:
+    for build in (
+        lambda: ActiveSpeaker.at(3, value, 10),
+        lambda: ActiveSpeaker.boxes([(0, 0, 10, value)]),
+        lambda: ActiveSpeaker(frame_number=value, coordinates=(1, 1)),
+    ):
+        with pytest.raises(InvalidRequestError) as info:
+            build()
+        assert info.value.field == "active_speaker"
+        assert "whole number" in info.value.message and info.value.fix
+
+
+@pytest.mark.parametrize("value", [True, "12", None, [1, 2]])
+def test_coordinates_that_are_not_numbers_are_refused(value: object) -> None:
+    with pytest.raises(InvalidRequestError):
+        ActiveSpeaker(frame_number=0, coordinates=(value, 1))
+
+
+def test_negative_boxes_are_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="non-negative"):
+        ActiveSpeaker.boxes([(-1, 0, 10, 10)])
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not 0 <= v <= 1))
+def test_temperature_must_be_finite_and_in_range(value: float) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        make(temperature=value)
+    assert info.value.field == "temperature"
+
+
+# ---------------------------------------------------------------------------- the file system's refusals
+
+
+@pytest.mark.parametrize("field", ["video", "audio"])
+def test_a_path_too_long_for_the_file_system_is_a_typed_error(tmp_path: Path, field: str) -> None:
+    long_name = "x" * 300 + ".mp4"  # one name over 255 bytes: the OS refuses it (ENAMETOOLONG)
+    with pytest.raises(InvalidRequestError) as info:
+        make(**{field: str(tmp_path / long_name)})
+    assert info.value.field == field
+    assert "cannot be used" in info.value.message and info.value.fix
+
+
+def test_a_directory_is_not_a_media_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="is a directory") as info:
+        make(video=tmp_path)
+    assert info.value.field == "video"
+
+
+def test_a_long_base64_face_image_is_not_mistaken_for_a_path() -> None:
+    """A base64 image longer than a file name once made ``is_file`` raise ENAMETOOLONG."""
+    payload = base64.b64encode(b"\x89PNG" + bytes(range(256)) * 2).decode().replace("/", "A")
+    assert ActiveSpeaker.face(payload).face_image_base64() == payload

@@ -294,7 +294,7 @@ async def test_the_clients_own_receiver_is_tagged_on_every_job(
     make_client: Callable[..., AsyncLipsyncer], media: SampleMedia, sandbox: Sandbox
 ) -> None:
     request = LipsyncRequest(video=media.video, audio=media.audio, model="sync-3")
-    async with make_client(webhook_url="https://hooks.example/lipsync/fal-v3") as client:
+    async with make_client(webhook_url="https://hooks.example/lipsync/{provider}") as client:
         job = await client.submit(request)
     [submit] = sandbox.submits()
     assert submit.query["fal_webhook"] == f"https://hooks.example/lipsync/fal-v3?lipsyncer_job={job.id}"

@@ -105,7 +105,7 @@ async def test_fallback_on_a_refusal_before_acceptance_lists_both_attempts(
             api="fal",
             operation="submit",
             endpoint="fal-ai/sync-lipsync/v2/pro",
-            status=503,
+            status=429,  # a refusal; a 5xx after the send would be an unknown outcome (docs/errors.md)
         )
     )
     async with make_client() as client:
@@ -115,7 +115,7 @@ async def test_fallback_on_a_refusal_before_acceptance_lists_both_attempts(
         result = await client.run(request)
     assert result.served_by.provider == "fal-v2"
     assert [(a.provider, a.error) for a in result.attempts] == [
-        ("fal-v2-pro", "ProviderUnavailableError"),
+        ("fal-v2-pro", "RateLimitedError"),
         ("fal-v2", None),
     ]
     assert result.attempts[0].may_have_been_billed is False

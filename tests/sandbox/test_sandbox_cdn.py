@@ -8,9 +8,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from lipsyncer.contrib.sandbox import Fault, Sandbox
+from lipsyncer.contrib.sandbox import Fault, ManualClock, Sandbox
 from lipsyncer.contrib.sandbox.testing import SampleMedia as Media
-from lipsyncer.contrib.sandbox.testing import eventually
 from lipsyncer.providers.fal._client import FalAsyncClient
 
 pytestmark = pytest.mark.anyio
@@ -122,20 +121,24 @@ async def test_expired_links_fault(sandbox: Sandbox, http: httpx.AsyncClient) ->
     ]
 
 
-async def test_cdn_ttl_expires_files(make_sandbox: Callable[..., Sandbox]) -> None:
-    sandbox = make_sandbox(cdn_ttl_seconds=1.0)
+async def test_cdn_ttl_expires_files_and_tokens(make_sandbox: Callable[..., Sandbox]) -> None:
+    clock = ManualClock()
+    sandbox = make_sandbox(clock=clock, cdn_ttl_seconds=600, cdn_token_ttl_seconds=3600)
     async with httpx.AsyncClient(transport=sandbox.transport()) as http:
         token = (await http.post(TOKEN_URL, json={}, headers=FAL_AUTH)).json()["token"]
-        url = (
-            await http.post(
+
+        async def upload() -> httpx.Response:
+            return await http.post(
                 "https://v3.fal.media/files/upload",
                 content=b"soon gone",
                 headers={"Authorization": f"Bearer {token}"},
             )
-        ).json()["access_url"]
+
+        url = (await upload()).json()["access_url"]
+        clock.advance(599.5)
         assert (await http.get(url)).status_code == 200
-
-        async def gone() -> bool:
-            return (await http.get(url)).status_code == 404
-
-        await eventually(gone)
+        clock.advance(0.5)  # uploaded at t=0 with a 600 s lifetime
+        assert (await http.get(url)).status_code == 404
+        assert (await upload()).status_code == 200, "the token (3600 s) still works"
+        clock.advance(3000)
+        assert (await upload()).status_code == 401, "and is refused once expired"

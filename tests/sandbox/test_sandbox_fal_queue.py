@@ -12,10 +12,10 @@ import fal_client
 import httpx
 import pytest
 
-from lipsyncer.contrib.sandbox import SANDBOX_TAG, Sandbox
+from lipsyncer.contrib.sandbox import SANDBOX_TAG, ManualClock, Sandbox
 from lipsyncer.contrib.sandbox.testing import SampleMedia as Media
 from lipsyncer.contrib.sandbox.testing import eventually, wait_fal_completed
-from lipsyncer.core.media import output_duration, probe
+from lipsyncer.core.media import probe
 from lipsyncer.core.schema import JobState
 from lipsyncer.providers.fal._client import FalAsyncClient
 
@@ -91,7 +91,8 @@ async def test_full_flow_with_fal_client(
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.audio[0].codec_context.name == "aac"
     # The sandbox renders the sync mode it was asked for: loop -> audio length.
-    expected = output_duration("loop", probe(media.video).duration, probe(media.audio).duration)
+    # The rule (reference section 1): a loop output lasts as long as the audio.
+    expected = probe(media.audio).duration
     if has_extras:
         assert abs(video["duration"] - expected) <= 1 / video["fps"]
     view = sandbox.job(handle.request_id)
@@ -296,12 +297,16 @@ async def test_cancel_after_completion_is_already_completed(
 async def test_start_timeout_fails_a_job_that_never_started(
     make_sandbox: Callable[..., Sandbox], media: Media
 ) -> None:
-    sandbox = make_sandbox(queue_seconds=30)
+    clock = ManualClock()
+    sandbox = make_sandbox(clock=clock, queue_seconds=30)
     client = FalAsyncClient(key="sandbox-fal-key", transport=sandbox.transport())
     args = {"video_url": hosted(sandbox, media.video), "audio_url": hosted(sandbox, media.audio)}
-    handle = await client.submit("fal-ai/sync-lipsync/v2", args, start_timeout=1.05)
-    status = await _completed(handle)
-    assert status.error_type == "request_timeout"
+    handle = await client.submit("fal-ai/sync-lipsync/v2", args, start_timeout=1.5)
+    clock.advance(1.25)
+    assert isinstance(await handle.status(), fal_client.Queued)
+    clock.advance(0.25)  # 1.5 s queued: the start deadline has passed
+    status = await handle.status()
+    assert isinstance(status, fal_client.Completed) and status.error_type == "request_timeout"
     with pytest.raises(fal_client.client.FalClientHTTPError) as caught:
         await client.result("fal-ai/sync-lipsync/v2", handle.request_id)
     error = caught.value

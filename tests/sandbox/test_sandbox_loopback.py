@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -257,9 +258,7 @@ async def test_a_hundred_concurrent_jobs(make_sandbox: Callable[..., Sandbox], t
                     else:
                         sub = await http.post(
                             "https://api.evolink.ai/v1/videos/generations",
-                            json={"video_url": video, "audio_url": audio, "callback_url": None}
-                            if False
-                            else {"video_url": video, "audio_url": audio},
+                            json={"video_url": video, "audio_url": audio},
                             headers=UNIFIED_AUTH,
                         )
                         ids[n] = sub.json()["id"]
@@ -303,7 +302,12 @@ def test_serve_runs_until_terminated() -> None:
     """``serve()`` is what ``lipsyncer sandbox serve`` runs: blocking, in its own process."""
     port = _free_port()
     code = f"from lipsyncer.contrib.sandbox import serve; serve(host='127.0.0.1', port={port}, log_level='warning')"
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -319,5 +323,8 @@ def test_serve_runs_until_terminated() -> None:
         assert token.status_code == 200
     finally:
         process.terminate()
-        process.wait(timeout=15)
-    assert process.returncode is not None
+        _, err = process.communicate(timeout=15)
+    # Still serving when told to stop (no exit of its own), then a graceful shutdown: uvicorn finishes and
+    # re-raises the signal, or exits 0; never a crash or a traceback.
+    assert process.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err and "Error" not in err

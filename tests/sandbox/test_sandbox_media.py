@@ -1,4 +1,4 @@
-"""Rendered output follows the sync mode's timeline (core.media), with real H.264/AAC, probed with PyAV."""
+"""Rendered output follows the sync mode's rule (written out below), with real H.264/AAC, probed with PyAV."""
 
 from __future__ import annotations
 
@@ -24,13 +24,34 @@ from lipsyncer.contrib.sandbox import (
 )
 from lipsyncer.contrib.sandbox.media import MediaFailure, fetch_media
 from lipsyncer.contrib.sandbox.testing import fast_config
-from lipsyncer.core.media import audio_plan, output_duration, probe, source_time
+from lipsyncer.core.media import probe
 from lipsyncer.core.schema import SyncMode
 
 # AAC codes audio in frames of 1024 samples. The MP4 edit list trims the encoder's priming and padding, so the
 # audio stream's stated duration should equal the plan to the sample; one AAC frame is the tolerance because a
 # demuxer that ignores edit lists (or a muxer that rounds the last packet) is off by at most that much.
 AAC_FRAME = 1024
+
+
+# The sync-mode rule (reference section 1, docs/request.md), written out here so the renderer is checked against
+# the rule itself and not against core.media's implementation of it (which the renderer uses).
+def rule_seconds(mode: SyncMode, v: float, a: float) -> float:
+    """How long the output lasts: cut_off min(V, A); silence V; loop, bounce and remap A."""
+    return {"cut_off": min(v, a), "silence": v, "loop": a, "bounce": a, "remap": a}[mode.value]
+
+
+def rule_source_time(mode: SyncMode, t: float, v: float, a: float) -> float:
+    """The input time shown at output time t: remap stretches, loop restarts, bounce reflects, others play on."""
+    if mode is SyncMode.REMAP:
+        src = t * v / a
+    elif mode is SyncMode.LOOP:
+        src = t % v
+    elif mode is SyncMode.BOUNCE:
+        phase = t % (2 * v)
+        src = phase if phase <= v else 2 * v - phase
+    else:
+        src = t
+    return min(src, v)
 
 
 def _audio_seconds(path: Path) -> float:
@@ -66,20 +87,20 @@ def test_render_follows_the_sync_mode(
         out.write_bytes(rendered.data)
 
         info = probe(out)
-        expected = output_duration(mode, v, a)
+        expected = rule_seconds(mode, v, a)
         assert (info.width, info.height) == (96, 64)
         assert info.fps == pytest.approx(fps)
         assert abs(info.duration - expected) <= 1 / fps + 1e-6
         frames = _video_frames(out)
         assert frames == rendered.num_frames == max(1, round(expected * fps))
 
-        plan = audio_plan(mode, v, a)
-        assert abs(_audio_seconds(out) - plan.total) <= AAC_FRAME / 44100
+        # The sound lasts as long as the output: the input audio cut there, or padded with silence.
+        assert abs(_audio_seconds(out) - expected) <= AAC_FRAME / 44100
 
-        # The frame shown at output time t is the input frame at source_time(t).
+        # The frame shown at output time t is the input frame at the rule's source time.
         input_frames = round(v * fps)
         expected_indices = [
-            min(math.floor(source_time(mode, i / fps, v, a) * fps + 1e-6), input_frames - 1)
+            min(math.floor(rule_source_time(mode, i / fps, v, a) * fps + 1e-6), input_frames - 1)
             for i in range(frames)
         ]
         assert read_frame_indices(out) == expected_indices

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from lipsyncer.contrib.sandbox import Sandbox
+from lipsyncer.contrib.sandbox import ManualClock, Sandbox
 from lipsyncer.contrib.sandbox.testing import SampleMedia as Media
-from lipsyncer.contrib.sandbox.testing import eventually, wait_task_finished
-from lipsyncer.core.media import output_duration, probe
+from lipsyncer.contrib.sandbox.testing import wait_task_finished
+from lipsyncer.core.media import probe
 
 pytestmark = pytest.mark.anyio
 
@@ -37,50 +37,51 @@ def envelope(response: httpx.Response, status: int) -> dict[str, Any]:
     return dict(error)
 
 
-async def test_create_and_query_until_completed(
-    sandbox: Sandbox, http: httpx.AsyncClient, media: Media
-) -> None:
-    created = await http.post(
-        CREATE,
-        json={"video_url": hosted(sandbox, media.video), "audio_url": hosted(sandbox, media.audio)},
-        headers=AUTH,
-    )
-    assert created.status_code == 200
-    task = created.json()
-    assert re.fullmatch(r"task-unified-(\d+)-[a-z0-9]{8}", task["id"])
-    assert task["id"].split("-")[2] == str(task["created"])
-    assert task["object"] == "video.generation.task" and task["type"] == "video"
-    assert (task["model"], task["status"], task["progress"]) == ("lipsync-2", "pending", 0)
-    assert task["task_info"]["can_cancel"] is False
-    assert {"estimated_time", "video_duration"} <= set(task["task_info"])
-    assert {"billing_rule", "credits_reserved", "user_group"} <= set(task["usage"])
-    assert "results" not in task and "error" not in task
+async def test_create_and_query_until_completed(make_sandbox: Callable[..., Sandbox], media: Media) -> None:
+    clock = ManualClock()
+    sandbox = make_sandbox(clock=clock, queue_seconds=1, processing_seconds=10)
+    async with httpx.AsyncClient(transport=sandbox.transport()) as http:
+        created = await http.post(
+            CREATE,
+            json={"video_url": hosted(sandbox, media.video), "audio_url": hosted(sandbox, media.audio)},
+            headers=AUTH,
+        )
+        assert created.status_code == 200
+        task = created.json()
+        assert re.fullmatch(r"task-unified-(\d+)-[a-z0-9]{8}", task["id"])
+        assert task["id"].split("-")[2] == str(task["created"]) == str(int(clock.time()))
+        assert task["object"] == "video.generation.task" and task["type"] == "video"
+        assert (task["model"], task["status"], task["progress"]) == ("lipsync-2", "pending", 0)
+        assert task["task_info"]["can_cancel"] is False
+        assert {"estimated_time", "video_duration"} <= set(task["task_info"])
+        assert {"billing_rule", "credits_reserved", "user_group"} <= set(task["usage"])
+        assert "results" not in task and "error" not in task
+        assert sandbox.wait_rendered()
 
-    statuses: list[tuple[str, int]] = []
+        async def query() -> tuple[str, int]:
+            body = (await http.get(f"{API}/v1/tasks/{task['id']}", headers=AUTH)).json()
+            return body["status"], body["progress"]
 
-    async def finished() -> bool:
-        body = (await http.get(f"{API}/v1/tasks/{task['id']}", headers=AUTH)).json()
-        statuses.append((body["status"], body["progress"]))
-        return body["status"] == "completed"
+        # pending for queue_seconds (1 s), processing for processing_seconds (10 s), then completed.
+        statuses = [await query()]
+        for step in (0.5, 0.5, 2.5, 5.0, 1.5, 1.0):  # t = 0.5, 1, 3.5, 8.5, 10, 11
+            clock.advance(step)
+            statuses.append(await query())
+        assert [s for s, _ in statuses] == ["pending", "pending"] + ["processing"] * 4 + ["completed"]
+        progress = [p for s, p in statuses if s == "processing"]
+        assert progress == sorted(progress) and 10 <= progress[0] < progress[-1] <= 80
+        assert statuses[-1] == ("completed", 100)
 
-    await eventually(finished, every=0.01)
-    order = ["pending", "processing", "completed"]
-    seen = [s for s, _ in statuses]
-    assert seen == sorted(seen, key=order.index), "status only moves forward"
-    for status, progress in statuses:
-        if status == "processing":
-            assert 10 <= progress <= 80
-    assert statuses[-1] == ("completed", 100)
-
-    final = (await http.get(f"{API}/v1/tasks/{task['id']}", headers=AUTH)).json()
-    (url,) = final["results"]
-    assert isinstance(url, str) and url.startswith(f"{API}/files/")
-    assert (await http.get(url)).status_code == 200
-    # Unified defaults: sync_mode loop (output as long as the audio), temperature 0.5.
-    view = sandbox.job(task["id"])
-    assert (view.sync_mode, view.temperature) == ("loop", 0.5)
-    expected = output_duration("loop", probe(media.video).duration, probe(media.audio).duration)
-    assert final["task_info"]["video_duration"] == pytest.approx(expected, abs=0.04)
+        final = (await http.get(f"{API}/v1/tasks/{task['id']}", headers=AUTH)).json()
+        (url,) = final["results"]
+        assert isinstance(url, str) and url.startswith(f"{API}/files/")
+        assert (await http.get(url)).status_code == 200
+        # Unified defaults: sync_mode loop (output as long as the audio), temperature 0.5.
+        view = sandbox.job(task["id"])
+        assert (view.sync_mode, view.temperature) == ("loop", 0.5)
+        # The rule (reference section 1): a loop output lasts as long as the audio.
+        expected = probe(media.audio).duration
+        assert final["task_info"]["video_duration"] == pytest.approx(expected, abs=0.04)
 
 
 async def test_results_as_objects(make_sandbox: Callable[..., Sandbox], media: Media) -> None:
@@ -240,18 +241,21 @@ async def test_media_failure_is_a_failed_task(
 
 
 async def test_results_and_task_expire(make_sandbox: Callable[..., Sandbox], media: Media) -> None:
-    sandbox = make_sandbox(result_ttl_seconds=1.0)
+    clock = ManualClock()
+    sandbox = make_sandbox(clock=clock, queue_seconds=0, processing_seconds=1, result_ttl_seconds=60)
     async with httpx.AsyncClient(transport=sandbox.transport()) as http:
         body = {"video_url": hosted(sandbox, media.video), "audio_url": hosted(sandbox, media.audio)}
         task = (await http.post(CREATE, json=body, headers=AUTH)).json()
-        final = await wait_task_finished(http, f"{API}/v1/tasks/{task['id']}")
-        (url,) = final["results"]
-
-        async def expired() -> bool:
-            return (await http.get(url)).status_code == 404
-
-        await eventually(expired)
-        gone = await http.get(f"{API}/v1/tasks/{task['id']}", headers=AUTH)
+        task_url = f"{API}/v1/tasks/{task['id']}"
+        assert sandbox.wait_rendered()
+        clock.advance(1)  # completed at t=1: the result and the task live until t=61
+        (url,) = (await http.get(task_url, headers=AUTH)).json()["results"]
+        clock.advance(59.5)
+        assert (await http.get(url)).status_code == 200
+        assert (await http.get(task_url, headers=AUTH)).status_code == 200
+        clock.advance(0.5)
+        assert (await http.get(url)).status_code == 404
+        gone = await http.get(task_url, headers=AUTH)
         assert envelope(gone, 404)["type"] == "not_found_error"
 
 
@@ -298,7 +302,14 @@ async def test_callback_delivered_with_the_query_body(
 
 async def test_callback_retried_three_times(make_sandbox: Callable[..., Sandbox], media: Media) -> None:
     receiver = Receiver([500, 502, 503, 500])
-    sandbox = make_sandbox(webhook_transport=receiver.transport())
+    clock = ManualClock()
+    sandbox = make_sandbox(
+        clock=clock,
+        queue_seconds=0,
+        processing_seconds=1,
+        webhook_retry_scale=1.0,
+        webhook_transport=receiver.transport(),
+    )
     async with httpx.AsyncClient(transport=sandbox.transport()) as http:
         body = {
             "video_url": "https://files.example.com/missing.mp4",
@@ -306,12 +317,36 @@ async def test_callback_retried_three_times(make_sandbox: Callable[..., Sandbox]
             "callback_url": "https://hooks.example.com/cb",
         }
         await http.post(CREATE, json=body, headers=AUTH)
-        assert sandbox.wait_idle(20)
-    # One delivery and three retries, all failing: then the sandbox gives up, as the API does.
+    assert sandbox.wait_rendered()
+
+    def attempts() -> int:
+        return len(sandbox.webhook_deliveries)
+
+    # The first attempt when the task fails (t=0, a media failure ends it at once), then retries 1, 2 and 4 s
+    # after each failure (webhook_retry_scale 1), then the API gives up.
+    clock.advance(0)
+    settle(lambda: attempts() == 1)
+    for step, total in ((1, 2), (2, 3), (4, 4)):
+        clock.advance(step - 0.5)
+        assert not sandbox.wait_idle(0.1) and attempts() == total - 1, "not before its time"
+        clock.advance(0.5)
+        settle(lambda total=total: attempts() == total)  # type: ignore[misc]
+    assert sandbox.wait_idle(10)
+    clock.advance(3600)
+    assert sandbox.wait_idle(10) and attempts() == 4, "no fifth attempt"
     assert [d.attempt for d in sandbox.webhook_deliveries] == [1, 2, 3, 4]
     assert [d.status_code for d in sandbox.webhook_deliveries] == [500, 502, 503, 500]
     assert len(receiver.requests) == 4
     assert json.loads(receiver.requests[0].content)["status"] == "failed"
+
+
+def settle(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait (real time: a hang guard) for the sandbox's delivery threads to act on a clock move."""
+    pause = threading.Event()
+    while not check():
+        assert within > 0, "the sandbox did not act on the clock move"
+        pause.wait(0.01)
+        within -= 0.01
 
 
 async def test_callback_stops_retrying_once_delivered(

@@ -2,24 +2,54 @@
 
 Each call builds a fresh app and a fresh client, so nothing is shared between invocations (or tests). Every
 failure is turned into one line and an exit code in :class:`_Lipsyncer.main`; ``--debug`` shows the traceback.
+
+Commands are loaded when named: ``lipsyncer --help`` imports no command module, so it never pays for httpx,
+pydantic models, rich or the providers (see ``bench/startup.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from .. import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage
-from .render import Ui
+from .errors import EXIT_INTERRUPTED, EXIT_OK, Failure, describe, describe_usage, redact_for_traceback
+from .helptext import PlainGroup, tidy_help
 
-__all__ = ["build_app", "main"]
+__all__ = ["APP_SETTINGS", "COMMANDS", "build_app", "main"]
+
+APP_SETTINGS: Mapping[str, Any] = MappingProxyType(
+    {
+        "no_args_is_help": True,
+        "add_completion": False,
+        "pretty_exceptions_enable": False,
+        # Plain help: no rich import, and no `<bool>` / `<str>` type tags next to flags.
+        "rich_markup_mode": None,
+    }
+)
+"""What every typer app of the command is built with (the root, ``jobs``, ``sandbox``)."""
+
+COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "run": (".run", "Lip-sync VIDEO to AUDIO: route, submit, follow, save."),
+        "route": (".run", "Which routes would serve a request, in order."),
+        "estimate": (".run", "Cost per candidate route for a request."),
+        "batch": (".batch", "Run every row of a manifest within limits and a budget."),
+        "providers": (".providers", "Installed providers, models, prices and keys."),
+        "jobs": (".jobs", "Stored jobs: list, show, resume, download, prune."),
+        "demo": (".demo", "The whole pipeline offline on the sandbox, no key."),
+        "sandbox": (".demo", "The offline emulator of the fal and unified APIs."),
+    }
+)
+"""Each command: the module whose ``register(app)`` defines it, and its one-line summary for ``--help``
+(a test checks each summary is the first line of the command's own help)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _INTERRUPTED = Failure(
@@ -29,8 +59,30 @@ _INTERRUPTED = Failure(
 )
 
 
-class _Lipsyncer(TyperGroup):
-    """The root group: typer parses, then every outcome becomes one line (at most two) and an exit code."""
+class _Lipsyncer(PlainGroup):
+    """The root group: typer parses, then every outcome becomes one line (at most two) and an exit code.
+
+    Commands come from :data:`COMMANDS`, imported only when named.
+    """
+
+    # Typed loosely on purpose: typer ships its own copy of click, whose classes are not public.
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        holder = typer.Typer(**APP_SETTINGS)
+        holder.callback()(_nothing)  # a callback keeps typer from collapsing a one-command app into it
+        importlib.import_module(entry[0], __name__).register(holder)
+        return typer.main.get_command(holder).commands.get(cmd_name)  # type: ignore[attr-defined]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The summaries from :data:`COMMANDS`: listing commands imports none of them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def main(
         self,
@@ -57,13 +109,18 @@ class _Lipsyncer(TyperGroup):
             if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
                 code = _fail(_INTERRUPTED)
         except typer.TyperException as exc:  # usage errors: never worth a traceback
-            failure = describe_usage(exc)
-            # An empty message: a group called without a command, whose help typer has just printed.
-            code = _fail(failure) if failure.message else failure.code
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a group called bare: its help is the answer
+                typer.echo(tidy_help(exc.format_message()))
+                code = exc.exit_code
+            else:
+                failure = describe_usage(exc)
+                # An empty message: a group called without a command, whose help typer has just printed.
+                code = _fail(failure) if failure.message else failure.code
         except (KeyboardInterrupt, typer.Abort):
             code = _fail(_INTERRUPTED)
         except Exception as exc:
             if debug:
+                redact_for_traceback(exc)
                 raise
             code = _fail(describe(exc))
         if standalone_mode:
@@ -72,8 +129,14 @@ class _Lipsyncer(TyperGroup):
 
 
 def _fail(failure: Failure) -> int:
+    from .render import Ui
+
     Ui.create().failure(failure)
     return failure.code
+
+
+def _nothing() -> None:
+    """The holder app's callback (never shown: only the command it holds is used)."""
 
 
 def _hoist_debug(argv: list[str]) -> tuple[list[str], bool]:
@@ -107,23 +170,14 @@ def _root(
 
 
 def build_app() -> typer.Typer:
-    """A new app per call: commands are registered on it here, never on a module-level object."""
-    from . import demo, providers, run
-    from .jobs import build_jobs_app
-
+    """A new app per call; its commands are built when named, never kept on a module-level object."""
     app = typer.Typer(
         cls=_Lipsyncer,
         name="lipsyncer",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
+        **APP_SETTINGS,
     )
     app.callback()(_root)
-    run.register(app)
-    providers.register(app)
-    app.add_typer(build_jobs_app(), name="jobs")
-    demo.register(app)
     return app
 
 

@@ -7,6 +7,7 @@ of different lengths, then checks the saved file's probed duration against the s
 from __future__ import annotations
 
 import contextlib
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,13 +18,13 @@ import anyio
 import typer
 
 from ..core.media import output_duration, probe
-from ..core.plugins import PluginHost
 from ..core.schema import LipsyncRequest, SyncMode
 from .errors import EXIT_ERROR, Failure
-from .options import ConfigOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
+from .helptext import PlainCommand, PlainGroup
+from .options import ConfigOpt, ForceOpt, JsonOpt, ModelOpt, StoreOpt, SyncModeOpt
 from .payloads import result_payload
 from .progress import StatusProgress
-from .render import Ui, plan_text, result_lines
+from .render import Ui, money, plan_text, result_lines
 from .session import ClientOptions, open_session
 
 __all__ = ["RULES", "register"]
@@ -46,18 +47,27 @@ DEMO_POLLING: Mapping[str, float] = MappingProxyType(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    app.command("demo", cls=PlainCommand)(demo_command)
+    from . import APP_SETTINGS
+
     sandbox = typer.Typer(
-        help="The offline emulator of the fal queue and unified task APIs.", no_args_is_help=True
+        help="The offline emulator of the fal and unified APIs.", cls=PlainGroup, **APP_SETTINGS
     )
-    sandbox.command("serve")(serve_command)
+    sandbox.command("serve", cls=PlainCommand)(serve_command)
     app.add_typer(sandbox, name="sandbox")
 
 
 def demo_command(
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="PATH", help="Where to write the demo's MP4.")
-    ] = Path("lipsyncer-demo.mp4"),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Where to write the demo's MP4 (default: ./lipsyncer-demo.mp4, numbered if it exists).",
+        ),
+    ] = None,
+    force: ForceOpt = False,
     model: ModelOpt = "lipsync-2",
     sync_mode: SyncModeOpt = SyncMode.LOOP,
     video_seconds: Annotated[
@@ -77,10 +87,17 @@ def demo_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Run the real pipeline offline against the in-process sandbox, no key needed, and check the output."""
+    """The whole pipeline offline on the sandbox, no key.
+
+    Runs router, provider plugin, fal-client/httpx, the in-process sandbox and the download, then checks the
+    saved MP4's duration against the sync mode's rule.
+    """
     from ..contrib.sandbox import write_sample_audio, write_sample_video
+    from .run import output_path
 
     ui = Ui.create(json_mode=as_json)
+    target = output_path(output, Path.cwd() / "lipsyncer-demo.mp4", force=force)
+    ui.say(f"The demo writes its MP4 to {target} (choose with -o PATH)", style="bold")
     with tempfile.TemporaryDirectory(prefix="lipsyncer-demo-") as tmp:
         folder = (workdir or Path(tmp)).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +115,7 @@ def demo_command(
             sandbox_settings={"processing_seconds": processing_seconds},
             overrides=None if config is not None else {"polling": dict(DEMO_POLLING)},
         )
-        failure = anyio.run(_demo, ui, request, output.expanduser().resolve(), options)
+        failure = anyio.run(_demo, ui, request, target, options)
     if failure is not None:
         ui.failure(failure)
         raise typer.Exit(failure.code)
@@ -111,7 +128,9 @@ async def _demo(ui: Ui, request: LipsyncRequest, output: Path, options: ClientOp
         ui.show(plan_text(plan))
         estimate = plan.estimate(plan.first)
         if estimate is not None:
-            ui.say(f"Estimated cost on {plan.first.id}: ${estimate.amount:.4f} for {estimate.seconds:.2f} s")
+            ui.say(
+                f"Estimated cost on {plan.first.id}: {money(estimate.amount)} for {estimate.seconds:.2f} s"
+            )
         job = await client.submit(request, save_to=output)
         ui.say(f"Submitted {job.id} to {job.provider}:{job.model} (remote id {job.remote_id})")
         with StatusProgress(ui.out) as progress:
@@ -163,26 +182,58 @@ def serve_command(
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (loopback by default).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")
+    ] = 8765,
     processing_seconds: Annotated[
         float, typer.Option("--processing-seconds", min=0.0, help="Least time a job is in progress.")
     ] = 1.0,
     queue_seconds: Annotated[
         float, typer.Option("--queue-seconds", min=0.0, help="Time a job waits queued.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="Ids and fault coin flips derive from it.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Ids and fault coin flips derive from it (default: a fresh one per run)."
+        ),
+    ] = None,
+    insecure_callbacks: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-callbacks",
+            help="Let the unified API call back http:// loopback URLs (to try webhooks locally).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the sandbox on HOST:PORT until interrupted (point providers' base_url at it)."""
-    from ..contrib.sandbox import SandboxConfig, serve
+    """Serve the sandbox on HOST:PORT until interrupted, and print the config that points lipsyncer at it."""
+    from ..contrib.sandbox import Sandbox, SandboxConfig, serve
 
-    config = SandboxConfig(processing_seconds=processing_seconds, queue_seconds=queue_seconds, seed=seed)
+    if port == 0:
+        port = _free_port(host)
+    config = SandboxConfig(
+        processing_seconds=processing_seconds,
+        queue_seconds=queue_seconds,
+        seed=seed,
+        allow_insecure_callbacks=insecure_callbacks,
+    )
     ui = Ui.create()
-    url = f"http://{host}:{port}"
-    ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
-    ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
-    ui.say("point a config at it:")
-    for pid in sorted(PluginHost().providers):
-        ui.say(f'  [providers.{pid}]\n  base_url = "{url}"')
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
-        serve(config, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    with Sandbox(config) as sandbox:
+        ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
+        ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
+        ui.say(f"seed: {sandbox.config.seed} (--seed {sandbox.config.seed} repeats this run's ids)")
+        ui.say("point a config at it (a lipsyncer.toml, or --config FILE):")
+        ui.say()
+        ui.say(sandbox.client_config_toml(url))
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
+            serve(host=host, port=port, sandbox=sandbox)
     ui.say("sandbox stopped")
+
+
+def _free_port(host: str) -> int:
+    """A port nothing listens on now, so the printed URL is the one served (``--port 0``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

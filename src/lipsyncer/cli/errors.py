@@ -6,11 +6,12 @@ look at the provider (4), accept a failed job (5), or come back later because th
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import typer
 
-from ..core.download import DownloadError
 from ..core.errors import (
     CancelNotSupportedError,
     ConfigError,
@@ -26,6 +27,7 @@ from ..core.errors import (
     StorageError,
     SubmitOutcomeUnknownError,
 )
+from ..core.redact import Redactor
 
 __all__ = [
     "EXIT_ERROR",
@@ -41,6 +43,7 @@ __all__ = [
     "describe",
     "describe_usage",
     "exit_code",
+    "redact_for_traceback",
 ]
 
 EXIT_OK = 0
@@ -73,6 +76,8 @@ class Failure:
 
 
 def exit_code(exc: BaseException) -> int:
+    from ..core.download import DownloadError  # imports httpx: only once something has failed
+
     if isinstance(
         exc,
         (
@@ -108,6 +113,16 @@ def describe(exc: BaseException) -> Failure:
     if exc.fix and text.endswith(f" (fix: {exc.fix})"):
         text = text[: -len(f" (fix: {exc.fix})")]
     return Failure(_one_line(text), exc.fix, exit_code(exc))
+
+
+def redact_for_traceback(exc: BaseException, environ: Mapping[str, str] | None = None) -> BaseException:
+    """``exc`` and its chain with credentials taken out, before ``--debug`` lets Python print the traceback.
+
+    The client's providers already redact their errors; this is the last line, for whatever escaped them. The
+    CLI has no client left at this point, so it redacts the values of credential-named variables
+    (``*_KEY``, ``*_TOKEN``, ``*_SECRET``...) of the environment.
+    """
+    return Redactor.from_environ(os.environ if environ is None else environ).exception(exc)
 
 
 def describe_usage(exc: typer.TyperException) -> Failure:

@@ -1,4 +1,4 @@
-"""``jobs list | show | resume | cancel | resolve | migrate``: the job store, read and acted on from any process.
+"""``jobs list | show | resume | download | cancel | resolve | prune | export | migrate``: the job store.
 
 A job submitted by a process that was killed is resumed here; it is saved where that ``run`` asked (the output
 path is part of the stored job), never submitted again.
@@ -6,6 +6,9 @@ path is part of the stored job), never submitted again.
 
 from __future__ import annotations
 
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -14,29 +17,62 @@ import typer
 from ..core.client import AsyncLipsyncer
 from ..core.config import load_settings
 from ..core.errors import LipsyncError
-from ..core.schema import Job, JobState, LipsyncResult
+from ..core.schema import Job, JobState, LipsyncResult, utcnow
 from ..core.store import SCHEMA_VERSION, default_store_path, redacted, store_from_url
 from .errors import CliInputError, describe
-from .options import ConfigOpt, JsonOpt, StoreOpt
+from .helptext import PlainCommand, PlainGroup
+from .housekeeping import FINISHED, csv_rows, delete_jobs, jsonl_lines, parse_age, prunable
+from .options import ConfigOpt, ForceOpt, JsonOpt, StoreOpt, WideOpt
 from .payloads import error_payload, job_payload, result_payload
 from .progress import StatusProgress
 from .render import Ui, job_detail, jobs_table, result_lines
 from .session import ClientOptions, open_session, store_setting
 
-__all__ = ["build_jobs_app"]
+__all__ = ["build_jobs_app", "register"]
 
 JobIdArg = Annotated[str, typer.Argument(metavar="ID", help="A job id (see `lipsyncer jobs list`).")]
 
 
+def register(app: typer.Typer) -> None:
+    app.add_typer(build_jobs_app(), name="jobs")
+
+
 def build_jobs_app() -> typer.Typer:
-    jobs = typer.Typer(help="Stored jobs: list, inspect, resume after a crash, cancel.", no_args_is_help=True)
-    jobs.command("list")(list_command)
-    jobs.command("show")(show_command)
-    jobs.command("resume")(resume_command)
-    jobs.command("cancel")(cancel_command)
-    jobs.command("resolve")(resolve_command)
-    jobs.command("migrate")(migrate_command)
+    from . import APP_SETTINGS
+
+    jobs = typer.Typer(
+        help="Stored jobs: list, show, resume, download, prune.\n\n"
+        "A job submitted by a process that died is resumed here, never submitted again.",
+        cls=PlainGroup,
+        **APP_SETTINGS,
+    )
+    jobs.command("list", cls=PlainCommand)(list_command)
+    jobs.command("show", cls=PlainCommand)(show_command)
+    jobs.command("resume", cls=PlainCommand, short_help="Wait for unfinished jobs and save their videos.")(
+        resume_command
+    )
+    jobs.command("download", cls=PlainCommand)(download_command)
+    jobs.command("cancel", cls=PlainCommand)(cancel_command)
+    jobs.command("resolve", cls=PlainCommand)(resolve_command)
+    jobs.command("prune", cls=PlainCommand)(prune_command)
+    jobs.command("export", cls=PlainCommand)(export_command)
+    jobs.command("migrate", cls=PlainCommand)(migrate_command)
     return jobs
+
+
+StateOpt = Annotated[
+    list[JobState] | None,
+    typer.Option(
+        "--state",
+        "-s",
+        metavar="STATE",
+        help="Only jobs in this state (repeatable): " + ", ".join(s.value for s in JobState) + ".",
+    ),
+]
+LimitOpt = Annotated[
+    int, typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many, newest first.")
+]
+_EVERY_JOB = 1_000_000
 
 
 def _require(client: AsyncLipsyncer, job_id: str) -> Job:
@@ -49,15 +85,17 @@ def _require(client: AsyncLipsyncer, job_id: str) -> Job:
 
 
 def list_command(
-    state: Annotated[
-        list[JobState] | None, typer.Option("--state", "-s", help="Only jobs in this state (repeatable).")
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, newest first.")] = 20,
+    state: StateOpt = None,
+    limit: LimitOpt = 20,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """The newest jobs in the store."""
+    """The newest jobs in the store.
+
+    id, state, route and submit time fit 80 columns; --wide adds remote ids and save paths.
+    """
     ui = Ui.create(json_mode=as_json)
 
     async def go() -> None:
@@ -66,7 +104,7 @@ def list_command(
             if ui.json_mode:
                 ui.emit_json({"jobs": [job_payload(j) for j in found]})
             elif found:
-                ui.show(jobs_table(found))
+                ui.show(jobs_table(found, wide=wide))
             else:
                 ui.say(f"no jobs in {session.client.store!r}")
 
@@ -74,9 +112,16 @@ def list_command(
 
 
 def show_command(
-    job_id: JobIdArg, as_json: JsonOpt = False, config: ConfigOpt = None, store: StoreOpt = None
+    job_id: JobIdArg,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
 ) -> None:
-    """One job: route, remote id, attempts, status history, result."""
+    """One job: route, remote id, attempts, status history, result.
+
+    The history has one row per change; --wide shows every look-up and remote ids.
+    """
     ui = Ui.create(json_mode=as_json)
 
     async def go() -> None:
@@ -86,7 +131,7 @@ def show_command(
             if ui.json_mode:
                 ui.emit_json(job_payload(job, history))
             else:
-                ui.show(*job_detail(job, history))
+                ui.show(*job_detail(job, history, wide=wide))
 
     anyio.run(go)
 
@@ -141,7 +186,10 @@ def _report(ui: Ui, outcomes: list[LipsyncResult | LipsyncError]) -> int:
 
 
 def cancel_command(job_id: JobIdArg, config: ConfigOpt = None, store: StoreOpt = None) -> None:
-    """Ask the provider to cancel a job (providers without a cancel endpoint refuse, and keep billing)."""
+    """Ask the provider to cancel a job.
+
+    Providers without a cancel endpoint (the unified API) refuse: the job keeps running and is billed.
+    """
     ui = Ui.create()
 
     async def go() -> None:
@@ -176,6 +224,131 @@ def resolve_command(
                 raise CliInputError(exc.message, fix=exc.fix) from None
             ui.say(f"{job.id} is {job.state.value} on {job.provider} as {job.remote_id}")
             ui.say(f"next: lipsyncer jobs resume {job.id}")
+
+    anyio.run(go)
+
+
+def download_command(
+    job_id: JobIdArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Where to save it (default: where its `run` said, else JOB-ID.mp4 here; numbered if taken).",
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Save a completed job's video (again, or elsewhere).
+
+    Links expire (the unified API's after 24 h): an expired one fails with exit code 4.
+    """
+    from .run import output_path
+
+    ui = Ui.create(json_mode=as_json)
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, store=store)) as session:
+            job = _require(session.client, job_id)
+            if job.result is None:
+                hint = (
+                    f"`lipsyncer jobs resume {job.id}` waits for it and saves the video"
+                    if job.state in (JobState.QUEUED, JobState.RUNNING)
+                    else "only a completed job has a video"
+                )
+                raise CliInputError(f"job {job.id} is {job.state.value}: it has no video yet", fix=hint)
+            default = Path(job.save_to) if job.save_to else Path.cwd() / f"{job.id}.mp4"
+            target = output_path(output, default, force=force)
+            result = await session.client.download(job.result, target)
+            ui.show(result_lines(result))
+            if ui.json_mode:
+                ui.emit_json(result_payload(result))
+
+    anyio.run(go)
+
+
+def prune_command(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Finished at least this long ago: 90m, 12h, 30d, 2w."
+        ),
+    ] = "30d",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Remove old finished jobs from the store.
+
+    Only completed, failed and cancelled jobs go; unfinished and unknown ones are always kept.
+    """
+    age: timedelta = parse_age(older_than)
+    ui = Ui.create(json_mode=as_json)
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, store=store)) as session:
+            jobs_store = session.client.store
+            found = prunable(
+                jobs_store.list_jobs(states=FINISHED, limit=_EVERY_JOB), older_than=age, now=utcnow()
+            )
+            ids = [job.id for job in found]
+            removed = 0 if dry_run else delete_jobs(jobs_store, ids)
+            verb = "would remove" if dry_run else "removed"
+            ui.say(f"{verb} {len(ids) if dry_run else removed} finished job(s) older than {older_than}")
+            if dry_run and found:
+                ui.show(jobs_table(found))
+            if ui.json_mode:
+                ui.emit_json({"dry_run": dry_run, "older_than": older_than, "jobs": ids, "removed": removed})
+
+    anyio.run(go)
+
+
+class ExportFormat(str, Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+def export_command(
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", metavar="FORMAT", help="jsonl (every field) or csv (flat).")
+    ] = ExportFormat.JSONL,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="PATH", help="Write here (default: stdout).")
+    ] = None,
+    state: StateOpt = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many, newest first.")
+    ] = _EVERY_JOB,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Every stored job as JSON lines or CSV.
+
+    jsonl has each job record as `jobs show --json` prints it; csv has one flat row per job.
+    """
+    if output is not None and output.expanduser().exists() and not force:
+        raise CliInputError(
+            f"{output} already exists", fix="pass --force to overwrite it, or choose another -o"
+        )
+
+    async def go() -> None:
+        async with open_session(ClientOptions(config=config, store=store)) as session:
+            found = session.client.store.list_jobs(states=state or None, limit=limit)
+            text = csv_rows(found) if fmt is ExportFormat.CSV else jsonl_lines(found)
+            if output is None:
+                typer.echo(text, nl=False)
+            else:
+                output.expanduser().write_text(text)
+                Ui.create().say(f"wrote {len(found)} job(s) to {output}", style="dim")
 
     anyio.run(go)
 

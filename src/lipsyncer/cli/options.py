@@ -21,6 +21,7 @@ __all__ = [
     "ActiveSpeakerOpt",
     "AudioArg",
     "ConfigOpt",
+    "ForceOpt",
     "JsonOpt",
     "ModelOpt",
     "ProviderOpt",
@@ -30,6 +31,7 @@ __all__ = [
     "TemperatureOpt",
     "VideoArg",
     "WebhookOpt",
+    "WideOpt",
     "build_request",
     "parse_active_speaker",
     "with_default_model",
@@ -37,13 +39,18 @@ __all__ = [
 
 DEFAULT_MODEL = "lipsync-2"
 
-VideoArg = Annotated[str, typer.Argument(help="Video: a local file, an http(s) URL or a data URI.")]
-AudioArg = Annotated[str, typer.Argument(help="Audio: a local file, an http(s) URL or a data URI.")]
+VideoArg = Annotated[
+    str, typer.Argument(metavar="VIDEO", help="Video: a local file, an http(s) URL or a data URI.")
+]
+AudioArg = Annotated[
+    str, typer.Argument(metavar="AUDIO", help="Audio: a local file, an http(s) URL or a data URI.")
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
+        metavar="MODEL",
         help="Model id (e.g. lipsync-2-pro, sync-3), or 'provider:model' to pin. Default: the config's `model`, "
         f"else {DEFAULT_MODEL}.",
     ),
@@ -53,17 +60,24 @@ ProviderOpt = Annotated[
     typer.Option(
         "--provider",
         "-p",
+        metavar="ID",
         help="Pin the provider (same as -m PROVIDER:MODEL; with no -m, MODEL is lipsync-2).",
     ),
 ]
 SyncModeOpt = Annotated[
     SyncMode,
     typer.Option(
-        "--sync-mode", case_sensitive=False, help="What happens when video and audio lengths differ."
+        "--sync-mode",
+        case_sensitive=False,
+        metavar="MODE",
+        help="What happens when video and audio lengths differ: "
+        + ", ".join(m.value for m in SyncMode)
+        + ".",
     ),
 ]
 TemperatureOpt = Annotated[
-    float | None, typer.Option("--temperature", help="Expressiveness 0..1 (only models that honour it).")
+    float | None,
+    typer.Option("--temperature", metavar="T", help="Expressiveness 0..1 (only models that honour it)."),
 ]
 ActiveSpeakerOpt = Annotated[
     str | None,
@@ -93,6 +107,10 @@ SandboxOpt = Annotated[
     typer.Option("--sandbox", help="Use an in-process sandbox: no key needed, nothing leaves the process."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Every column, whatever the terminal's width (default: fit it).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
 
 
 def build_request(
@@ -116,6 +134,8 @@ def build_request(
                 fix=f"pass either -p {provider} -m {bare} or -m {model}",
             )
         model = f"{provider}:{bare}"
+    _not_a_directory("video", video)
+    _not_a_directory("audio", audio)
     fields: dict[str, Any] = {"video": video, "audio": audio, "model": model, "sync_mode": sync_mode}
     if temperature is not None:
         fields["temperature"] = temperature
@@ -124,6 +144,26 @@ def build_request(
     if webhook is not None:
         fields["webhook_url"] = webhook
     return LipsyncRequest(**fields)
+
+
+_MEDIA_SUFFIXES = {
+    "video": (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"),
+    "audio": (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus"),
+}
+
+
+def _not_a_directory(name: str, value: str) -> None:
+    """A directory is not a missing file: say what it is, and name a file inside it that would do."""
+    if "://" in value or value.startswith("data:"):
+        return
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        return
+    inside = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _MEDIA_SUFFIXES[name])
+    example = f", e.g. {folder / inside[0]}" if inside else ""
+    raise CliInputError(
+        f"the {name} {value} is a directory, not a file", fix=f"name a {name} file{example}, or pass a URL"
+    )
 
 
 def parse_active_speaker(text: str) -> ActiveSpeaker:

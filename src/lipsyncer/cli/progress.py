@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 
@@ -11,7 +12,12 @@ from rich.text import Text
 
 from ..core.schema import Job, JobState, JobStatus, utcnow
 
-__all__ = ["StatusProgress", "clock", "status_text"]
+__all__ = ["StatusProgress", "changes", "clock", "is_change", "percent", "status_text"]
+
+
+def percent(status: JobStatus) -> float | None:
+    """The provider's progress (fal's is read from its ``Processing: 40%`` logs by the fal plugins)."""
+    return status.progress
 
 
 def status_text(status: JobStatus) -> str:
@@ -19,11 +25,43 @@ def status_text(status: JobStatus) -> str:
     if state is JobState.QUEUED:
         return "queued" + (f", position {status.queue_position}" if status.queue_position is not None else "")
     if state is JobState.RUNNING:
-        return "running" + (f", {status.progress:.0f}%" if status.progress is not None else "")
+        done = percent(status)
+        return "running" + (f", {done:.0f}%" if done is not None else "")
     if state in (JobState.FAILED, JobState.CANCELLED):
         reason = status.error_message or status.error_code
         return f"{state.value}: {reason}" if reason else f"{state.value}"
     return f"{state.value}"
+
+
+def _detail(status: JobStatus) -> float | None:
+    if status.state is JobState.QUEUED:
+        return status.queue_position
+    if status.state is JobState.RUNNING:
+        done = percent(status)
+        return None if done is None else round(done)
+    return None
+
+
+def is_change(before: JobStatus | None, status: JobStatus) -> bool:
+    """A new state, or a new known position or percent in the same state (a status without one is not)."""
+    if before is None or before.state is not status.state:
+        return True
+    now = _detail(status)
+    return now is not None and now != _detail(before)
+
+
+def changes(history: Iterable[JobStatus]) -> list[JobStatus]:
+    """One row per change: ``queued`` then ``queued, position 0`` is one row, showing the position, observed
+    when the state began; repeated look-ups that saw nothing new are dropped."""
+    kept: list[JobStatus] = []
+    for status in history:
+        before = kept[-1] if kept else None
+        if is_change(before, status):
+            if before is not None and before.state is status.state and _detail(before) is None:
+                kept[-1] = status.model_copy(update={"observed_at": before.observed_at})
+            else:
+                kept.append(status)
+    return kept
 
 
 def clock(seconds: float) -> str:
@@ -60,7 +98,7 @@ class StatusProgress:
             disable=not self._live,
         )
         self._tasks: dict[str, TaskID] = {}
-        self._last: dict[str, tuple[JobState, int | None]] = {}
+        self._last: dict[str, JobStatus] = {}
 
     def __enter__(self) -> StatusProgress:
         self._progress.start()
@@ -83,14 +121,11 @@ class StatusProgress:
     def __call__(self, job: Job, status: JobStatus) -> None:
         task = self.track(job)
         done = status.state is JobState.COMPLETED
-        known = status.progress is not None or done
+        share = 100.0 if done else percent(status)
+        text = status_text(status)
         self._progress.update(
-            task,
-            total=100 if known else None,
-            completed=100 if done else (status.progress or 0),
-            detail=status_text(status),
+            task, total=100 if share is not None else None, completed=share or 0, detail=text
         )
-        key = (status.state, status.queue_position)
-        if not self._live and self._last.get(job.id) != key:
-            self._console.print(Text(f"{job.id}: {status_text(status)}", style="dim"))
-        self._last[job.id] = key
+        if not self._live and is_change(self._last.get(job.id), status):
+            self._console.print(Text(f"{job.id}: {text}", style="dim"))
+            self._last[job.id] = status

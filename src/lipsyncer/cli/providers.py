@@ -9,7 +9,8 @@ import anyio
 import typer
 from rich.text import Text
 
-from .options import ConfigOpt, JsonOpt, SandboxOpt
+from .helptext import PlainCommand
+from .options import ConfigOpt, JsonOpt, SandboxOpt, WideOpt
 from .payloads import plugin_errors, provider_rows, storage_rows
 from .render import Ui, providers_tables
 from .session import ClientOptions, open_session
@@ -18,13 +19,17 @@ __all__ = ["providers_command", "register"]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("providers")(providers_command)
+    app.command("providers", cls=PlainCommand)(providers_command)
 
 
 def providers_command(
-    as_json: JsonOpt = False, sandbox: SandboxOpt = False, config: ConfigOpt = None
+    wide: WideOpt = False, as_json: JsonOpt = False, sandbox: SandboxOpt = False, config: ConfigOpt = None
 ) -> None:
-    """Installed providers and storages: models, honoured options, prices, credentials, plugin source."""
+    """Installed providers, models, prices and keys.
+
+    One row per model: the options it honours, its price, the credential variable (found or missing,
+    never its value) and the plugin that registered it; then the storages and any plugin that failed.
+    """
     ui = Ui.create(json_mode=as_json)
 
     async def go() -> None:
@@ -44,7 +49,7 @@ def providers_command(
                     }
                 )
                 return
-            for table in providers_tables(rows, storages):
+            for table in providers_tables(rows, storages, wide=wide):
                 ui.show(table)
             for b in broken:
                 ui.show(Text(f"plugin {b['plugin']} ({b['source']}) was skipped: {b['error']}", style="red"))

@@ -11,16 +11,31 @@ from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..core.client import AsyncLipsyncer
 from ..core.config import Settings, load_settings
+from ..core.errors import AuthenticationError
 from ..core.jobs import JobStore, MemoryJobStore
 
 if TYPE_CHECKING:
     from ..contrib.sandbox import Sandbox
 
-__all__ = ["ClientOptions", "Session", "open_session", "sandbox_env", "start_sandbox", "store_setting"]
+__all__ = [
+    "SANDBOX_POLLING",
+    "ClientOptions",
+    "Session",
+    "open_session",
+    "sandbox_env",
+    "start_sandbox",
+    "store_setting",
+]
+
+SANDBOX_POLLING: Mapping[str, float] = MappingProxyType(
+    {"initial_interval": 0.25, "max_interval": 1.0, "multiplier": 1.5}
+)
+"""``--sandbox`` polling unless the config sets its own: real providers take minutes, the sandbox a second."""
 
 _SANDBOX_ENV_PASSTHROUGH = ("HOME", "XDG_DATA_HOME", "TMPDIR", "PATH")
 """The only variables besides ``LIPSYNCER_*`` a sandboxed client sees: no real key can reach a provider."""
@@ -95,6 +110,7 @@ class open_session:
     def __init__(self, options: ClientOptions) -> None:
         self._options = options
         self._stack = AsyncExitStack()
+        self._client: AsyncLipsyncer | None = None
 
     async def __aenter__(self) -> Session:
         try:
@@ -103,8 +119,12 @@ class open_session:
             await self._stack.aclose()
             raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if isinstance(exc, AuthenticationError) and self._client is not None:
+                _name_the_key(exc, self._client)
+        finally:
+            await self._stack.aclose()
 
     async def _open(self) -> Session:
         opts = self._options
@@ -119,7 +139,10 @@ class open_session:
         if opts.sandbox:
             sandbox = self._stack.enter_context(start_sandbox(opts.sandbox_settings))
             env = sandbox_env(sandbox, environ)
-            settings = _detached(settings)
+            # The sandbox's own storage and provider options: unified takes local files through fal-cdn.
+            settings = _detached(settings).with_overrides(**sandbox.client_config())
+            if settings.polling is None:  # the sandbox answers in about a second: poll it accordingly
+                settings = settings.with_overrides(polling=dict(SANDBOX_POLLING))
         store: JobStore | None = None
         if opts.store is not None:
             settings = settings.with_overrides(job_store=store_setting(opts.store))
@@ -132,4 +155,15 @@ class open_session:
         transport = sandbox.transport() if sandbox is not None else None
         client = AsyncLipsyncer(settings, env=env, transport=transport, store=store)
         await self._stack.enter_async_context(client)
+        self._client = client
         return Session(client=client, sandbox=sandbox, store_note=note)
+
+
+def _name_the_key(exc: AuthenticationError, client: AsyncLipsyncer) -> None:
+    """A refused key's fix names the variable it came from (the provider only knows "the API key")."""
+    cls = client.plugins.providers.get(exc.provider)
+    env_var = client.credential_env(cls) if cls is not None else None
+    if env_var is None:
+        return
+    said = f"; {exc.fix}" if exc.fix else ""
+    exc.fix = f"{env_var} holds a key {exc.provider} refused: set it to a valid key{said}"

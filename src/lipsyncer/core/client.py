@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import httpx
 
+from .batch import BatchItem, Outcome, run_batch
 from .config import PollingPolicy, Settings
 from .errors import (
     InvalidRequestError,
@@ -29,7 +30,7 @@ from .errors import (
 )
 from .jobs import JobStore, default_store_path, store_from_url
 from .lifecycle import Lifecycle
-from .media import MediaProbeError, output_duration, probe
+from .media import MediaProbeError, check_local_media, output_duration, probe
 from .plugins import PluginHost
 from .provider import Provider, Storage
 from .registry import Registry
@@ -88,7 +89,11 @@ class AsyncLipsyncer:
             else store_from_url(self.settings.job_store or default_store_path(dict(self.registry.env)))
         )
         self.lifecycle = Lifecycle(
-            self.store, self._emit, lease=self.settings.claim_lease, clock=clock or time.time
+            self.store,
+            self._emit,
+            lease=self.settings.claim_lease,
+            clock=clock or time.time,
+            settled=lambda job: self.registry.limits.release(job.provider, job.id),
         )
         self._submitter = Submitter(self.registry, self.lifecycle)
         self._waiting = Waiting(self.registry, self.lifecycle)
@@ -170,6 +175,7 @@ class AsyncLipsyncer:
     ) -> RoutePlan:
         """The plan with a cost per candidate, from local media durations (or the ones given)."""
         request = self.resolve_request(request)
+        check_local_media(request)
         return self._plan(request, _expected_output(request, video_seconds, audio_seconds, required=True))
 
     def _plan(self, request: LipsyncRequest, output_seconds: float | None) -> RoutePlan:
@@ -216,6 +222,7 @@ class AsyncLipsyncer:
             stored = self._submitter.replay(request, idempotency_key)
             if stored is not None:
                 return stored
+        check_local_media(request)  # an unreadable or swapped file is refused before any upload
         plan = self.route(request)
         job = self._submitter.prepare(request, plan, idempotency_key=idempotency_key, save_to=save_to)
         return await self._submitter.send(job, request, plan)
@@ -234,6 +241,7 @@ class AsyncLipsyncer:
             stored = self._submitter.replay(request, idempotency_key)
             if stored is not None:
                 return stored
+        check_local_media(request)
         for media in (request.video, request.audio):
             if media.kind not in (MediaKind.URL, MediaKind.PATH):
                 raise InvalidRequestError(
@@ -271,13 +279,31 @@ class AsyncLipsyncer:
     ) -> LipsyncResult:
         """``submit`` then ``wait`` (and save the video to ``save_to`` as soon as it is done)."""
         job = await self.submit(request, idempotency_key=idempotency_key, save_to=save_to)
-        return await self.wait(job, on_status=on_status)
+        return await self._resume_one(job, on_status)  # a replayed key's job may still need settling
+
+    async def run_many(
+        self,
+        items: Iterable[BatchItem | tuple[str, LipsyncRequest]],
+        *,
+        concurrency: int | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Run many jobs; yield each :class:`Outcome` (result or typed error, with its key) as it finishes.
+
+        Each item's key is its idempotency key, so running the same items again submits nothing twice:
+        finished jobs come back at once, unfinished ones are resumed. ``concurrency`` bounds the jobs in
+        progress at once (None: all; the providers' ``max_in_flight`` and ``submits_per_minute`` still hold).
+        Iterate to the end, or close the iterator (``contextlib.aclosing``) to cancel what is left.
+        """
+        async for outcome in run_batch(self, items, concurrency=concurrency, on_status=on_status):
+            yield outcome
 
     async def cancel(self, job: Job | str) -> None:
         """Ask the provider to cancel, then record what it reports."""
         job = self.lifecycle.fresh(job)
         provider, _ = self._waiting.route_of(job)
-        await provider.cancel(job)
+        with self.registry.redactor.scrubbing():
+            await provider.cancel(job)
         try:
             await self._waiting.status(job)
         except LipsyncError as exc:
@@ -374,7 +400,8 @@ class AsyncLipsyncer:
         answer was lost. A delivery for a finished job changes nothing (providers retry deliveries).
         """
         provider = self.provider(provider_id)
-        event = await provider.parse_webhook(headers, body)
+        with self.registry.redactor.scrubbing():
+            event = await provider.parse_webhook(headers, body)
         job = self.store.find_remote(provider_id, event.remote_id)
         if job is None and url is not None:
             tagged_id = dict(parse_qsl(urlsplit(url).query)).get(JOB_PARAM)

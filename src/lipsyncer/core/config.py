@@ -25,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "CelerySettings",
+    "LimitsSettings",
     "PluginSettings",
     "PollingPolicy",
     "ProviderSettings",
@@ -73,6 +74,15 @@ class ProviderSettings(_Strict):
     prices: dict[str, Decimal] = Field(default_factory=dict, description="model -> USD per output second")
     polling: PollingPolicy | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="jobs submitted to this provider and not finished, at most"
+    )
+    submits_per_minute: float | None = Field(default=None, gt=0, description="submits in any minute, at most")
+    max_requests: int = Field(
+        default=32,
+        ge=1,
+        description="HTTP requests to this provider at once (kept below the connection pool)",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -80,6 +90,14 @@ class ProviderSettings(_Strict):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+
+class LimitsSettings(_Strict):
+    backend: str | None = Field(
+        default=None,
+        description="where limits are counted: None for this process; a URL (redis://...) for a fleet, "
+        "served by a plugin's make_limit_backend hook",
+    )
 
 
 class PluginSettings(_Strict):
@@ -113,7 +131,8 @@ class Settings(_Strict):
     webhook_jwks_url: str | None = None
     webhook_url: str | None = Field(
         default=None,
-        description="this client's own webhook receiver; jobs are tagged with lipsyncer_job=<id> on it",
+        description="this client's own webhook receiver ({provider} is replaced by the provider id); "
+        "every job is tagged with lipsyncer_job=<id> on it",
     )
     strict_config: bool = Field(
         default=True, description="config naming providers or storages that are not installed is an error"
@@ -123,6 +142,7 @@ class Settings(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")
     sandbox: bool = False
@@ -166,6 +186,7 @@ def load_settings(
     base = Path(cwd) if cwd is not None else Path.cwd()
     data: dict[str, Any] = {}
     sources: list[str] = []
+    files: list[tuple[Path, dict[str, Any]]] = []
 
     pyproject = base / "pyproject.toml"
     if pyproject.is_file():
@@ -173,6 +194,7 @@ def load_settings(
         if section:
             data = _deep_merge(data, section)
             sources.append(f"{pyproject}[tool.lipsyncer]")
+            files.append((pyproject, section))
     for candidate in (base / "lipsyncer.toml", env.get("LIPSYNCER_CONFIG"), path):
         if not candidate:
             continue
@@ -188,6 +210,7 @@ def load_settings(
             content = content.get("tool", {}).get("lipsyncer", {})
         data = _deep_merge(data, content)
         sources.append(str(file))
+        files.append((file, content))
 
     env_data = _from_env(env)
     if env_data:
@@ -196,18 +219,92 @@ def load_settings(
     if overrides:
         data = _deep_merge(data, overrides)
         sources.append("overrides")
-    return _build(data, tuple(sources))
+    return _build(data, tuple(sources), files)
 
 
-def _build(data: dict[str, Any], sources: tuple[str, ...]) -> Settings:
+def _build(
+    data: dict[str, Any], sources: tuple[str, ...], files: list[tuple[Path, dict[str, Any]]] | None = None
+) -> Settings:
     data = {k: v for k, v in data.items() if k != "source"}
     try:
         return Settings.model_validate({**data, "source": sources})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        key = ".".join(str(p) for p in first["loc"])
+        where = _where_set(first["loc"], files or [])
+        if where is None:
+            head = f"invalid configuration ({', '.join(sources) or 'defaults'})"
+        else:
+            head = f"{where[0]}, line {where[1]}" if where[1] else str(where[0])
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        raise ConfigError(f"{head}: {problems}", fix=_config_fix(key, first)) from None
+
+
+def _config_fix(key: str, error: Mapping[str, Any]) -> str:
+    """What to change, from pydantic's error type (the message says what is wrong)."""
+    kind = error.get("type", "")
+    expected = (error.get("ctx") or {}).get("expected")
+    if kind == "extra_forbidden":
+        return f"remove {key} or correct its spelling (docs/configuration.md lists every setting)"
+    if expected:
+        return f"set {key} to {expected}"
+    bounds = {k: v for k, v in (error.get("ctx") or {}).items() if k in ("ge", "gt", "le", "lt")}
+    if bounds:
+        signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        return f"set {key} to a value " + " and ".join(f"{signs[k]} {v}" for k, v in bounds.items())
+    if kind.startswith(("int_", "float_", "bool_", "string_", "decimal_")):
+        wanted = kind.split("_", 1)[0].replace("int", "a whole number").replace("float", "a number")
+        wanted = {"bool": "true or false", "string": "a quoted string", "decimal": "a number"}.get(
+            wanted, wanted
         )
-        raise ConfigError(f"invalid configuration ({', '.join(sources) or 'defaults'}): {problems}") from None
+        return f"set {key} to {wanted}"
+    return f"correct {key} (see docs/configuration.md)"
+
+
+def _where_set(
+    loc: tuple[Any, ...], files: list[tuple[Path, dict[str, Any]]]
+) -> tuple[Path, int | None] | None:
+    """The last file that sets ``loc`` (later files win), and the line that sets it when it can be found."""
+    keys = [str(p) for p in loc]
+    for file, content in reversed(files):
+        node: Any = content
+        depth = 0
+        for part in keys:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node, depth = node[part], depth + 1
+        if depth:
+            return file, _line_of(file, keys[:depth])
+    return None
+
+
+def _line_of(file: Path, keys: list[str]) -> int | None:
+    """The line assigning ``keys`` (``a.b.c``): ``c =`` under ``[a.b]``, ``b.c =`` under ``[a]``, or a header."""
+    prefix = ["tool", "lipsyncer"] if file.name == "pyproject.toml" else []
+    table: list[str] = []
+    try:
+        lines = file.read_text().splitlines()
+    except OSError:
+        return None
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            table = [p.strip().strip("\"'") for p in line.strip("[]").split(".")]
+            if table[: len(prefix)] != prefix:
+                table = ["<other>"]
+                continue
+            table = table[len(prefix) :]
+            if table == keys:
+                return number
+            continue
+        name = line.split("=", 1)[0].strip() if "=" in line else None
+        if name is None:
+            continue
+        dotted = table + [p.strip().strip("\"'") for p in name.split(".")]
+        if dotted == keys or (len(dotted) < len(keys) and keys[: len(dotted)] == dotted):
+            return number
+    return None
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

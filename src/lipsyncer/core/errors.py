@@ -20,6 +20,7 @@ __all__ = [
     "CancelNotSupportedError",
     "ConfigError",
     "DeadlineExceededError",
+    "InvalidMediaError",
     "InvalidRequestError",
     "JobFailedError",
     "JobNotFoundError",
@@ -88,6 +89,17 @@ class InvalidRequestError(LipsyncError, ValueError):
         first = exc.errors()[0]["loc"] if exc.errors() else ()
         field = ".".join(str(p) for p in first) or None
         return cls(f"invalid {model}: " + "; ".join(problems), field=field)
+
+
+class InvalidMediaError(InvalidRequestError):
+    """A local media file cannot be what the request says it is (unreadable, empty, no video or audio stream).
+
+    Raised before anything is uploaded or paid for; ``field`` is ``video`` or ``audio`` and ``path`` the file.
+    """
+
+    def __init__(self, message: str, *, field: str, path: str, fix: str | None = None) -> None:
+        super().__init__(message, field=field, fix=fix)
+        self.path = path
 
 
 class UnsupportedOptionError(InvalidRequestError):
@@ -233,7 +245,9 @@ class CancelNotSupportedError(LipsyncError):
 class SubmitOutcomeUnknownError(LipsyncError):
     """The submit was sent but its answer was lost. It is never re-sent blindly: resolve it by look-up."""
 
-    def __init__(self, message: str, *, provider: str, job: Job | None = None) -> None:
+    def __init__(
+        self, message: str, *, provider: str, job: Job | None = None, status_code: int | None = None
+    ) -> None:
         super().__init__(
             message,
             fix=(
@@ -243,6 +257,8 @@ class SubmitOutcomeUnknownError(LipsyncError):
         )
         self.provider = provider
         self.job = job
+        self.status_code = status_code
+        """The HTTP status that came back instead of an answer (a 5xx, a gateway page), if any."""
 
 
 class JobFailedError(LipsyncError):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from .limits import LimitBackend
     from .provider import Provider, Storage
     from .schema import JobEvent
 
@@ -40,4 +41,11 @@ class LipsyncProvider:
 
         Fires once per stored transition. Called through pluggy on the client's event loop: hand slow work to
         a queue. An exception here is logged and never fails the job (it ends that event's pluggy call).
+        """
+
+    @hookspec(firstresult=True)
+    def make_limit_backend(self, url: str) -> LimitBackend | None:
+        """Build the backend that counts per-provider limits across processes, for `[limits] backend = url`.
+
+        Return a ``LimitBackend`` for the URLs this plugin serves (e.g. ``redis://...``), None for others.
         """

@@ -6,11 +6,16 @@ by wrapping its transport, never by patching URLs inside the provider.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import httpx
 
-__all__ = ["RebaseTransport", "redact_headers"]
+from .errors import InvalidRequestError
+
+__all__ = ["RebaseTransport", "json_body", "redact_headers"]
 
 _SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"}
@@ -63,3 +68,53 @@ class RebaseTransport(httpx.AsyncBaseTransport):
 def redact_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
     """Headers safe to log or store: credentials replaced by a marker."""
     return {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in dict(headers).items()}
+
+
+def json_body(body: Any, *, what: str = "the request") -> bytes:
+    """``body`` as the JSON bytes a request sends, encoded before anything leaves.
+
+    A body JSON cannot carry (NaN or infinity, an object with no JSON form, text that is not valid Unicode)
+    is a local error, raised as :class:`InvalidRequestError` naming the field: nothing was sent, so it is
+    never an unknown outcome. Validation normally refuses such values earlier; this is the last check.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        where = _unencodable(body, ())
+        field = ".".join(str(p) for p in where) if where else None
+        raise InvalidRequestError(
+            f"{what}: the body cannot be encoded as JSON"
+            + (f" at {field}" if field else "")
+            + f" ({type(exc).__name__}: {exc}); nothing was sent",
+            field=field,
+            fix="pass finite numbers and plain text (no NaN, infinity or binary values)",
+        ) from None
+
+
+def _unencodable(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Where in ``value`` JSON fails: the path to the first value it cannot encode."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return (*path, key)
+            found = _unencodable(item, (*path, key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unencodable(item, (*path, index))
+            if found is not None:
+                return found
+        return None
+    return path

@@ -45,6 +45,7 @@ Change = Callable[[Job], "list[tuple[EventKind, dict[str, Any]]] | None"]
 """Mutates a draft of the freshest row; returns the events the transition fires, or None: nothing to do."""
 
 _UNFINISHED = frozenset({JobState.SUBMITTING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING})
+_SETTLED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN})
 
 
 def owner_id() -> str:
@@ -83,12 +84,16 @@ class Lifecycle:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         lease: float = 300.0,
+        settled: Callable[[Job], None] | None = None,
     ) -> None:
+        """``settled`` is told when a job stops occupying its provider (finished, or its outcome unknown):
+        the limits free its in-flight slot, whichever process settles it."""
         self.store = store
         self.owner = owner or owner_id()
         self.clock = clock
         self.lease = lease
         self._emit = emit
+        self._settled = settled
 
     def __repr__(self) -> str:
         return f"<Lifecycle owner={self.owner!r} store={self.store!r}>"
@@ -114,6 +119,8 @@ class Lifecycle:
             if stored is not None:
                 for kind, fields in events:
                     self._emit(_event(kind, stored, **fields))
+                if self._settled is not None and stored.state in _SETTLED and current.state not in _SETTLED:
+                    self._settled(stored)
                 return stored
             current = self.fresh(job.id)
 

@@ -141,6 +141,10 @@ class PluginHost:
         except Exception:
             log.exception("a job_event observer failed on %s %s", event.kind, event.job_id)
 
+    def limit_backend(self, url: str) -> Any:
+        """The limits backend a plugin builds for ``url`` (None when no installed plugin serves it)."""
+        return self.pm.hook.make_limit_backend(url=url)
+
     def plugin_for(self, provider_id: str) -> PluginReport | None:
         return next((r for r in self.reports.values() if provider_id in r.providers), None)
 

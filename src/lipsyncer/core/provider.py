@@ -17,6 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from .errors import CancelNotSupportedError, StorageError, UnsupportedOptionError, WebhookVerificationError
+from .redact import Redactor
 from .schema import Job, JobStatus, LipsyncRequest, MediaKind, MediaSource, Option, VideoFile
 
 __all__ = [
@@ -60,6 +61,13 @@ class ProviderContext:
     """Set when the provider must not use the default network path (sandbox, gateway, tests)."""
     storage: Storage | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
+    """The client's redactor: errors the provider raises (and their causes) go through it. It learns
+    ``api_key`` here, so a provider built without a client's redactor still hides its own key."""
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None:
+            self.redactor.add(self.api_key.get_secret_value())
 
     @property
     def base_url(self) -> str | None:
@@ -237,6 +245,12 @@ class StorageContext:
     settings: Mapping[str, Any]
     api_key: SecretStr | None = None
     transport: httpx.AsyncBaseTransport | None = None
+    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
+    """As :attr:`ProviderContext.redactor`."""
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None:
+            self.redactor.add(self.api_key.get_secret_value())
 
 
 class Storage(abc.ABC):

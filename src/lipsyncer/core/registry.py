@@ -12,14 +12,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from pydantic import SecretStr
 
 from .config import Settings, load_settings
 from .errors import ClientClosedError, ConfigError
 from .http import RebaseTransport
+from .limits import LimitBackend, Limits
 from .plugins import PluginHost
 from .provider import Provider, ProviderContext, Storage, StorageContext
+from .redact import Redactor
 from .router import Router
 
 __all__ = ["CUSTOM_TRANSPORT", "Registry"]
@@ -60,6 +63,33 @@ class Registry:
         self._http: dict[str, httpx.AsyncClient] = {}
         self.closed = False
         self._check_config()
+        self.redactor = Redactor(self.secrets())
+        """Every key this client could send: provider errors, their causes and its log records go through it."""
+        self.redactor.attach()
+        self.limits = Limits(self.settings, self._limit_backend())
+        self._requests: dict[str, anyio.CapacityLimiter] = {}
+
+    def _limit_backend(self) -> LimitBackend | None:
+        url = self.settings.limits.backend
+        if url is None:
+            return None
+        backend: LimitBackend | None = self.plugins.limit_backend(url)
+        if backend is None:
+            scheme = url.split(":", 1)[0]
+            raise ConfigError(
+                f"no installed plugin serves the limits backend {scheme}://...",
+                fix="install the plugin for it (redis: `pip install 'lipsyncer[celery]'`), or remove [limits] backend",
+            )
+        return backend
+
+    def requests(self, provider_id: str) -> anyio.CapacityLimiter:
+        """The provider's HTTP request slots (``max_requests``): look-ups and fetches of thousands of jobs
+        queue here instead of on the connection pool, whose cost grows with its queue."""
+        if provider_id not in self._requests:
+            self._requests[provider_id] = anyio.CapacityLimiter(
+                self.settings.provider(provider_id).max_requests
+            )
+        return self._requests[provider_id]
 
     def _check_config(self) -> None:
         """Config naming something not installed is an error: a typo'd section would silently lose its
@@ -155,6 +185,7 @@ class Registry:
                     transport=self.transport_for(cls.hosts, conf.base_url),
                     storage=self.storage(),
                     options=self._options(conf.options),
+                    redactor=self.redactor,
                 )
             )
         return self._providers[provider_id]
@@ -179,6 +210,7 @@ class Registry:
                     settings=conf,
                     api_key=self.key(cls),
                     transport=self.transport_for(cls.hosts, conf.get("base_url")),
+                    redactor=self.redactor,
                 )
             )
         return self._storage
@@ -216,3 +248,5 @@ class Registry:
             await storage.aclose()
         for client in clients:
             await client.aclose()
+        await self.limits.aclose()
+        self.redactor.detach()

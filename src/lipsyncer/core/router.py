@@ -40,7 +40,7 @@ class Exclusion:
     route: str
     reason: str
     kind: str
-    """model | option | credentials | disabled | storage | pinned"""
+    """model | option | credentials | disabled | storage | pinned | cost"""
     missing_options: frozenset[Option] = frozenset()
 
 
@@ -162,6 +162,27 @@ class Router:
             if env_var is not None:
                 excluded.append(Exclusion(route.id, f"no credentials ({env_var} is not set)", "credentials"))
                 continue
+            if request.max_cost is not None:
+                if output_seconds is None:
+                    excluded.append(
+                        Exclusion(
+                            route.id,
+                            "max_cost set, but the output's length is unknown (remote media)",
+                            "cost",
+                        )
+                    )
+                    continue
+                estimate = route.cost(output_seconds)
+                if estimate.amount > request.max_cost:
+                    excluded.append(
+                        Exclusion(
+                            route.id,
+                            f"estimated ${estimate.amount} for {output_seconds:.2f} s is over max_cost "
+                            f"${request.max_cost}",
+                            "cost",
+                        )
+                    )
+                    continue
             eligible.append(route)
 
         ordered = self.strategy.order(eligible)
@@ -231,4 +252,6 @@ def _fix(excluded: list[Exclusion]) -> str | None:
         return f"set {' or '.join(missing)}"
     if any(e.kind == "storage" for e in excluded):
         return "set `storage` (e.g. 'fal-cdn') or pass URLs"
+    if any(e.kind == "cost" for e in excluded):
+        return "raise max_cost, pick a cheaper model, or use local files so the cost can be estimated"
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import mimetypes
 import re
 from datetime import datetime, timezone
@@ -181,14 +182,32 @@ class MediaSource(BaseModel):
 
     @classmethod
     def _local(cls, path: Path, field: str) -> MediaSource:
+        """A local file that exists; the file system's refusals (a name too long, no permission to look,
+        a directory) become InvalidRequestError naming the field, never a bare OSError."""
         from .errors import InvalidRequestError
 
-        path = path.expanduser()
-        if not path.is_file():
+        try:
+            path = path.expanduser()
+            if path.is_dir():
+                raise InvalidRequestError(
+                    f"{field} is a directory, not a file: {path}",
+                    field=field,
+                    fix="pass the media file itself",
+                )
+            if not path.is_file():
+                raise InvalidRequestError(
+                    f"{field} file not found: {path}", field=field, fix="check the path, or pass a URL"
+                )
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: "~" with no home directory
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            shown = str(path) if len(str(path)) <= 120 else str(path)[:117] + "..."
             raise InvalidRequestError(
-                f"{field} file not found: {path}", field=field, fix="check the path, or pass a URL"
-            )
-        return cls(kind=MediaKind.PATH, value=str(path.resolve()), name=path.name)
+                f"{field} path cannot be used ({reason}): {shown}",
+                field=field,
+                fix="check the path: each name at most 255 bytes, a file you may read, or pass a URL",
+            ) from None
+        return cls(kind=MediaKind.PATH, value=str(resolved), name=path.name)
 
     @property
     def is_remote(self) -> bool:
@@ -244,20 +263,83 @@ class MediaSource(BaseModel):
 # --------------------------------------------------------------------------------------------- speaker
 
 SpeakerMode = Literal["auto", "point", "boxes", "boxes_url", "face_image"]
-Box = tuple[float, float, float, float]
+Box = tuple[int, int, int, int]
+"""``(x1, y1, x2, y2)`` in whole pixels."""
+
+
+def _pixel(value: Any, where: str, unit: str = "pixels") -> int:
+    """A pixel coordinate: an int, or a float with no fractional part (``80.0``); anything else is refused.
+
+    fal v3 and sync.so take integers; rounding silently would point at a different face than the caller's.
+    """
+    from .errors import InvalidRequestError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequestError(
+            f"active_speaker {where} must be a whole number of {unit}, got {value!r}",
+            field="active_speaker",
+            fix="pass integers, e.g. ActiveSpeaker.at(0, 412, 230)",
+        )
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise InvalidRequestError(
+            f"active_speaker {where} must be a whole number of {unit}, got {value!r}",
+            field="active_speaker",
+            fix=f"round it, e.g. {round(value) if math.isfinite(value) else 0}",
+        )
+    return int(value)
+
+
+def _pixels(value: Any, size: int, where: str) -> tuple[int, ...]:
+    from .errors import InvalidRequestError
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != size:
+        shape = "[x, y]" if size == 2 else "[x1, y1, x2, y2]"
+        raise InvalidRequestError(
+            f"active_speaker {where} must be {shape} in pixels, got {value!r}",
+            field="active_speaker",
+            fix=f"pass {size} whole numbers",
+        )
+    return tuple(_pixel(v, where) for v in value)
 
 
 class ActiveSpeaker(_Input):
-    """Which face to animate when several are visible: automatic, or exactly one explicit hint."""
+    """Which face to animate when several are visible: automatic, or exactly one explicit hint.
+
+    Coordinates and boxes are whole pixels: ints, or floats without a fractional part (``80.0``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     auto: bool = False
     frame_number: int | None = Field(default=None, ge=0)
-    coordinates: tuple[float, float] | None = None
+    coordinates: tuple[int, int] | None = None
     bounding_boxes: list[Box | None] | None = None
     bounding_boxes_url: str | None = None
     face_image: str | None = Field(default=None, description="base64 image, data URI, or local image path")
+
+    @field_validator("frame_number", mode="before")
+    @classmethod
+    def _frame(cls, value: Any) -> Any:
+        return None if value is None else _pixel(value, "frame_number", "frames")
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def _point(cls, value: Any) -> Any:
+        return None if value is None else _pixels(value, 2, "coordinates")
+
+    @field_validator("bounding_boxes", mode="before")
+    @classmethod
+    def _boxes(cls, value: Any) -> Any:
+        from .errors import InvalidRequestError
+
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise InvalidRequestError(
+                f"active_speaker bounding_boxes must be a list of [x1, y1, x2, y2] (or null), got {value!r}",
+                field="active_speaker",
+            )
+        return [None if box is None else _pixels(box, 4, f"bounding box {i}") for i, box in enumerate(value)]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ActiveSpeaker:
@@ -303,6 +385,10 @@ class ActiveSpeaker(_Input):
             raise InvalidRequestError(
                 "active_speaker coordinates must be non-negative", field="active_speaker"
             )
+        if any(box is not None and min(box) < 0 for box in self.bounding_boxes or ()):
+            raise InvalidRequestError(
+                "active_speaker bounding boxes must be non-negative", field="active_speaker"
+            )
         if self.bounding_boxes_url is not None:
             src = MediaSource.parse(self.bounding_boxes_url, field="active_speaker.bounding_boxes_url")
             if src.kind is not MediaKind.URL:
@@ -333,10 +419,12 @@ class ActiveSpeaker(_Input):
 
     @classmethod
     def at(cls, frame: int, x: float, y: float) -> ActiveSpeaker:
+        """The face at pixel ``(x, y)`` of frame ``frame`` (whole pixels; ``80.0`` is read as ``80``)."""
         return cls(frame_number=frame, coordinates=(x, y))
 
     @classmethod
-    def boxes(cls, boxes: list[Box | None]) -> ActiveSpeaker:
+    def boxes(cls, boxes: list[tuple[float, float, float, float] | None]) -> ActiveSpeaker:
+        """One ``(x1, y1, x2, y2)`` box per frame, ``None`` for a frame without it (whole pixels)."""
         return cls(bounding_boxes=boxes)
 
     @classmethod
@@ -354,9 +442,12 @@ class ActiveSpeaker(_Input):
         text = self.face_image
         if text.startswith("data:"):
             return text.partition(",")[2]
-        candidate = Path(text).expanduser()
-        if len(text) < 4096 and candidate.is_file():
-            return base64.b64encode(candidate.read_bytes()).decode()
+        try:
+            candidate = Path(text).expanduser()
+            if len(text) < 4096 and candidate.is_file():
+                return base64.b64encode(candidate.read_bytes()).decode()
+        except (OSError, RuntimeError):  # not a usable path (e.g. a base64 string longer than a file name)
+            pass
         return text
 
 
@@ -394,6 +485,9 @@ class LipsyncRequest(_Input):
     model_mode: str | None = None
     emotion: str | None = None
     webhook_url: str | None = None
+    max_cost: Decimal | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="USD: routes estimated to cost more are excluded"
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("video", "audio", mode="before")
@@ -462,7 +556,7 @@ class LipsyncRequest(_Input):
 
     def fingerprint(self) -> str:
         """A hash of what is billed: the same fingerprint means the same job would be paid twice."""
-        data = self.model_dump(mode="json", exclude={"video", "audio", "metadata"})
+        data = self.model_dump(mode="json", exclude={"video", "audio", "metadata", "max_cost"})
         data["video"] = self.video.fingerprint()
         data["audio"] = self.audio.fingerprint()
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -27,6 +27,7 @@ from .errors import (
     LipsyncError,
     ProviderError,
     QuotaExceededError,
+    RateLimitedError,
     StorageError,
     SubmitOutcomeUnknownError,
 )
@@ -75,7 +76,8 @@ class _Staged:
         domain = own if provider.uploads_local_files else (self.storage or "storage")
         key = (domain, field)
         if key not in self.urls:
-            self.urls[key] = await provider.stage(media)
+            with provider.context.redactor.scrubbing():
+                self.urls[key] = await provider.stage(media)
         return self.urls[key]
 
 
@@ -90,15 +92,18 @@ class Submitter:
         self._sleep = sleep
 
     def _webhook_for(self, provider: Provider, request: LipsyncRequest, route: Route) -> str | None:
-        """The request's webhook, else the client's own receiver when this route can take it; tagged."""
+        """The request's webhook, else the client's own receiver when this route can take it (its
+        ``{provider}`` placeholder filled, as ``webhook_app`` routes by provider id)."""
         url = request.webhook_url
-        if url is None and self.registry.settings.webhook_url and provider.accepts_webhooks:
-            candidate = request.model_copy(update={"webhook_url": self.registry.settings.webhook_url})
+        receiver = self.registry.settings.webhook_url
+        if url is None and receiver and provider.accepts_webhooks:
+            receiver = receiver.replace("{provider}", provider.id)
+            candidate = request.model_copy(update={"webhook_url": receiver})
             try:
                 provider.check(candidate, route.model)
             except LipsyncError:
                 return None
-            url = self.registry.settings.webhook_url
+            url = receiver
         return url
 
     def replay(self, request: LipsyncRequest, idempotency_key: str) -> Job | None:
@@ -170,14 +175,16 @@ class Submitter:
                 index = await self._next(index, candidates, exc, len(attempts))
                 continue
             webhook = self._webhook_for(provider, request, route)
-            job = self.lifecycle.sending(
-                job,
-                provider=route.provider.id,
-                model=route.model.id,
-                endpoint=route.model.endpoint,
-                target=self.registry.target(route.provider.id),
-                data=_resend_data(route, video_url, audio_url, webhook),
-            )
+            limits = self.registry.limits
+            async with limits.admission(route.provider.id, job.id):  # a slot, a token, no pause
+                job = self.lifecycle.sending(
+                    job,
+                    provider=route.provider.id,
+                    model=route.model.id,
+                    endpoint=route.model.endpoint,
+                    target=self.registry.target(route.provider.id),
+                    data=_resend_data(route, video_url, audio_url, webhook),
+                )
             job, error = await self._send(
                 job,
                 provider,
@@ -193,6 +200,10 @@ class Submitter:
                 return job
             attempts.append(job.attempts[-1])
             last_error = error
+            if isinstance(error, RateLimitedError):
+                await limits.back_off(route.provider.id, error.retry_after)
+            if not isinstance(error, SubmitOutcomeUnknownError) or not provider.idempotent_submits:
+                limits.release(route.provider.id, job.id)  # refused (or settled unknown): not in flight there
             if isinstance(error, SubmitOutcomeUnknownError):
                 if provider.idempotent_submits and len(attempts) < budget:
                     log.info("re-sending %s to %s with the same idempotency key", job.id, provider.id)
@@ -299,15 +310,16 @@ class Submitter:
         """Send, then store the answer (or the attempt that failed). Runs inside the shield."""
         error: LipsyncError
         try:
-            with anyio.fail_after(_SEND_TIMEOUT):
-                submission: Submission = await provider.submit(
-                    request,
-                    model,
-                    video_url=video_url,
-                    audio_url=audio_url,
-                    webhook_url=webhook_url,
-                    idempotency_key=job.idempotency_key,
-                )
+            async with self.registry.requests(provider.id):  # queue here, not on the pool
+                with anyio.fail_after(_SEND_TIMEOUT), self.registry.redactor.scrubbing():
+                    submission: Submission = await provider.submit(
+                        request,
+                        model,
+                        video_url=video_url,
+                        audio_url=audio_url,
+                        webhook_url=webhook_url,
+                        idempotency_key=job.idempotency_key,
+                    )
         except (SubmitOutcomeUnknownError, InvalidRequestError, ProviderError, StorageError) as exc:
             error = exc  # InvalidRequestError: refused locally (e.g. a body that cannot be encoded)
         except TimeoutError:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +23,7 @@ import anyio
 import httpx
 from anyio.from_thread import BlockingPortal
 
+from .batch import BatchItem, Outcome
 from .client import AsyncLipsyncer, StatusCallback
 from .config import Settings
 from .errors import ClientClosedError, LipsyncError
@@ -226,6 +228,38 @@ class Lipsyncer:
         return self._call(
             self._async.run, request, idempotency_key=idempotency_key, save_to=save_to, on_status=on_status
         )
+
+    def run_many(
+        self,
+        items: Iterable[BatchItem | tuple[str, LipsyncRequest]],
+        *,
+        concurrency: int | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> Iterator[Outcome]:
+        """Outcomes as jobs finish (see :meth:`AsyncLipsyncer.run_many`); leaving the loop early cancels
+        what is left (the stored jobs stay resumable)."""
+        if self.closed:
+            raise ClientClosedError()
+        done = object()
+        outcomes: queue.Queue[object] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                runner = self._async.run_many(items, concurrency=concurrency, on_status=on_status)
+                async for outcome in runner:
+                    outcomes.put(outcome)
+            finally:
+                outcomes.put(done)
+
+        future: Future[None] = self._loop.portal.start_task_soon(pump)
+        try:
+            while (item := outcomes.get()) is not done:
+                assert isinstance(item, Outcome)
+                yield item
+            future.result()
+        finally:
+            if not future.done():
+                future.cancel()
 
     def cancel(self, job: Job | str) -> None:
         self._call(self._async.cancel, job)

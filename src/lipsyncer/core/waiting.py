@@ -133,8 +133,9 @@ class Waiting:
             while True:
                 status: JobStatus | None = None
                 try:
-                    with anyio.fail_after(policy.call_timeout):
-                        status = await provider.status(job)
+                    async with self.registry.requests(job.provider):
+                        with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
+                            status = await provider.status(job)
                     failures = 0
                 except (ProviderError, TimeoutError) as exc:
                     failures += 1
@@ -227,8 +228,9 @@ class Waiting:
         failures = 0
         while True:
             try:
-                with anyio.fail_after(policy.call_timeout * 2):
-                    return await provider.result(job)
+                async with self.registry.requests(job.provider):
+                    with anyio.fail_after(policy.call_timeout * 2), self.registry.redactor.scrubbing():
+                        return await provider.result(job)
             except JobFailedError as exc:
                 status = JobStatus(
                     state=JobState.FAILED,
@@ -248,7 +250,9 @@ class Waiting:
 
     async def save(self, job: Job, result: LipsyncResult, path: str | Path) -> LipsyncResult:
         """Stream the video to ``path`` (atomic, resumable); the stored result records where it went."""
-        dest = await download_video(self.registry.http_for(result.served_by.provider), result.video, path)
+        dest = await download_video(
+            self.registry.http_for(result.served_by.provider), result.video, path, job_id=result.job_id
+        )
         update: dict[str, Any] = {"saved_to": str(dest)}
         if result.video.duration is None:
             try:

@@ -1,8 +1,8 @@
 """fal's error shapes, as the sandbox puts them on the wire, mapped onto the core taxonomy.
 
-fal-client retries some of these by itself (429, ingress 5xx, transport errors); the tests count the requests
-the sandbox received to show there is no second retry loop, and that a submit is never sent twice when its
-outcome is unknown.
+fal-client retries look-ups by itself (429, ingress 5xx, transport errors) but never a submit; the tests count
+the requests the sandbox received to show there is no second retry loop, and that a submit is sent once.
+The submit classification matrix (refused / unknown) has its own file, ``test_fal_classification.py``.
 """
 
 from __future__ import annotations
@@ -60,34 +60,6 @@ async def test_wrong_key_is_an_authentication_error(bed: Any) -> None:
     assert len(bed.sandbox.submits()) == 1  # 401 is not retried
 
 
-async def test_infrastructure_error_with_error_type_header(bed: Any) -> None:
-    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=503, times=1))
-    with pytest.raises(ProviderUnavailableError) as caught:
-        await _submit_v3(bed)
-    err = caught.value
-    assert (err.status_code, err.code, err.retryable, err.accepted) == (
-        503,
-        "runner_scheduling_failure",
-        True,
-        False,
-    )
-    assert "No runner could be allocated" in err.message
-    assert len(bed.sandbox.submits()) == 1  # fal-client retries only ingress 5xx, and so do we
-
-
-async def test_server_error_is_retryable_unavailable(bed: Any) -> None:
-    bed.sandbox.add_fault(
-        Fault(kind="http_error", api="fal", operation="submit", status=500, error_type="internal_error")
-    )
-    with pytest.raises(ProviderUnavailableError) as caught:
-        await _submit_v3(bed)
-    assert (caught.value.code, caught.value.retryable, caught.value.accepted) == (
-        "internal_error",
-        True,
-        False,
-    )
-
-
 async def test_submit_rejected_with_flat_422(bed: Any) -> None:
     bed.sandbox.add_fault(
         Fault(
@@ -104,39 +76,28 @@ async def test_submit_rejected_with_flat_422(bed: Any) -> None:
     assert (caught.value.status_code, caught.value.retryable, caught.value.accepted) == (422, False, False)
 
 
-async def test_rate_limit_retried_by_fal_client_then_succeeds(bed: Any, no_backoff: None) -> None:
-    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=429, times=3))
-    _, submission = await _submit_v3(bed)
-    statuses = [r.status for r in bed.sandbox.submits()]
-    assert statuses == [429, 429, 429, 200]  # fal-client's own retries; no loop of ours on top
-    assert len(bed.sandbox.jobs) == 1 and submission.remote_id == bed.sandbox.jobs[0].id
-
-
-async def test_rate_limit_after_fal_client_gives_up(bed: Any, no_backoff: None) -> None:
+async def test_a_rate_limited_submit_is_not_re_sent_by_fal_client(bed: Any, no_backoff: None) -> None:
+    """429 is a refusal (safe to retry), but the retry is the core's, which honours Retry-After."""
     bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=429, retry_after=7))
     with pytest.raises(RateLimitedError) as caught:
         await _submit_v3(bed)
     err = caught.value
     assert (err.status_code, err.retryable, err.accepted, err.retry_after) == (429, True, False, 7.0)
-    assert len(bed.sandbox.submits()) == fal_client.client.MAX_ATTEMPTS == 10
+    assert [r.status for r in bed.sandbox.submits()] == [429]
     assert bed.sandbox.jobs == []
 
 
-async def test_ingress_errors_are_retried_by_fal_client(bed: Any, no_backoff: None) -> None:
+async def test_status_lookups_keep_fal_client_retries(bed: Any, no_backoff: None) -> None:
+    """A GET costs nothing twice: fal-client still retries look-ups on 429 and ingress pages."""
+    provider, submission = await _submit_v3(bed)
+    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="status", status=429, times=2))
     bed.sandbox.add_fault(
-        Fault(kind="http_error", api="fal", operation="submit", status=502, ingress=True, times=2)
+        Fault(kind="http_error", api="fal", operation="status", status=502, ingress=True, times=1)
     )
-    await _submit_v3(bed)
-    assert [r.status for r in bed.sandbox.submits()] == [502, 502, 200]
-
-
-async def test_ingress_errors_after_fal_client_gives_up(bed: Any, no_backoff: None) -> None:
-    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=503, ingress=True))
-    with pytest.raises(ProviderUnavailableError) as caught:
-        await _submit_v3(bed)
-    assert (caught.value.retryable, caught.value.accepted) == (True, False)
-    assert caught.value.message == "HTTP 503 from fal's gateway (an HTML error page)"
-    assert len(bed.sandbox.submits()) == 10
+    status = await provider.status(bed.job(provider, submission, "sync-3"))
+    answers = [r.status for r in bed.sandbox.find_requests(operation="status")]
+    assert answers[:3] == [429, 429, 502] and len(answers) == 4 and answers[3] in (200, 202)
+    assert status.state in (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
 
 # ------------------------------------------------------------------------------------ submit outcome unknown
@@ -211,12 +172,16 @@ async def test_an_answer_lost_mid_body_is_outcome_unknown_too(bed: Any) -> None:
     assert sent.status == 200 and len(bed.sandbox.jobs) == 1
 
 
-async def test_connect_errors_stay_retryable_by_fal_client(bed: Any, no_backoff: None) -> None:
-    """Nothing was sent, so fal-client may (and does) try again: one submit arrives, the job is queued."""
-    transport = _RefuseConnections(bed.sandbox.transport(), 3)
+async def test_a_refused_connection_is_not_sent_and_may_go_elsewhere(bed: Any, no_backoff: None) -> None:
+    """Nothing was sent, so the error says so (accepted=False); the core decides whether to try again."""
+    transport = _RefuseConnections(bed.sandbox.transport(), 1)
     provider = bed.provider(FalV3Provider, transport=transport, base_url=None)
-    submission = await bed.submit(provider, bed.request("sync-3"))
-    assert transport.left == 0
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await bed.submit(provider, bed.request("sync-3"))
+    assert (caught.value.retryable, caught.value.accepted) == (True, False)
+    assert "nothing was sent" in caught.value.message
+    assert bed.sandbox.submits() == []
+    submission = await bed.submit(provider, bed.request("sync-3"))  # the next attempt goes through
     assert [r.job_id for r in bed.sandbox.submits()] == [submission.remote_id]
 
 
@@ -392,13 +357,11 @@ def test_validation_list_maps_to_rejected_with_location_and_fix(header: str | No
 
 
 async def test_the_guard_is_also_under_the_production_transport() -> None:
-    """No transport and no base_url: fal-client's own backup-domain transport, wrapped by the guard."""
-    from fal_client.client import AsyncBackupDomainTransport
-
-    from lipsyncer.providers.fal._client import FalAsyncClient, SubmitGuard
+    """No transport and no base_url: the backup-domain transport, wrapped by the guard."""
+    from lipsyncer.providers.fal._client import BackupDomains, FalAsyncClient, SubmitGuard
 
     fal = FalAsyncClient(key="k")
     client = await fal._client
     guard = client._transport
-    assert isinstance(guard, SubmitGuard) and isinstance(guard._inner, AsyncBackupDomainTransport)
+    assert isinstance(guard, SubmitGuard) and isinstance(guard._inner, BackupDomains)
     await fal.aclose()

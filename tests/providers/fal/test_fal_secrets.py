@@ -3,37 +3,47 @@
 from __future__ import annotations
 
 import logging
+import string
 import traceback
 from typing import Any
 
+import anyio
 import fal_client.client
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from lipsyncer.contrib.sandbox import Fault
-from lipsyncer.core.errors import AuthenticationError, JobFailedError, SubmitOutcomeUnknownError
-from lipsyncer.core.provider import StorageContext
-from lipsyncer.core.schema import MediaSource
+from lipsyncer.cli.errors import describe, redact_for_traceback
+from lipsyncer.contrib.sandbox import Fault, Sandbox
+from lipsyncer.contrib.sandbox.testing import SampleMedia, fast_config
+from lipsyncer.core.config import ProviderSettings
+from lipsyncer.core.errors import AuthenticationError, JobFailedError, LipsyncError, SubmitOutcomeUnknownError
+from lipsyncer.core.provider import ProviderContext, StorageContext
+from lipsyncer.core.schema import Job, LipsyncRequest, MediaSource
 from lipsyncer.providers.fal.legacy import FalLegacyProvider
 from lipsyncer.providers.fal.storage import FalCdnStorage
 from lipsyncer.providers.fal.v2 import FalV2Provider
 from lipsyncer.providers.fal.v2_pro import FalV2ProProvider
 from lipsyncer.providers.fal.v3 import FalV3Provider
 
-pytestmark = pytest.mark.anyio
-
 
 def _texts(obj: Any) -> list[str]:
     out = [repr(obj), str(obj)]
     if isinstance(obj, BaseException):
         out.append("".join(traceback.format_exception(type(obj), obj, obj.__traceback__)))
-        cause = obj.__cause__
-        while cause is not None:
-            out += [repr(cause), str(cause)]
-            cause = cause.__cause__
+        cause: BaseException | None = obj
+        while cause is not None:  # every chained error: its text, its fields, the HTTP exchange it keeps
+            out += [repr(cause), str(cause), repr(cause.args), repr(vars(cause))]
+            response = getattr(cause, "response", None)
+            if isinstance(response, httpx.Response):
+                out += [response.text, repr(dict(response.headers)), repr(dict(response.request.headers))]
+            cause = cause.__cause__ or cause.__context__
     return out
 
 
+@pytest.mark.anyio
 async def test_key_never_in_reprs_errors_or_logs(
     bed: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,7 +52,7 @@ async def test_key_never_in_reprs_errors_or_logs(
     shown: list[Any] = []
 
     # A whole job with uploads, a retried rate limit and a webhook.
-    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="submit", status=429, times=1))
+    bed.sandbox.add_fault(Fault(kind="http_error", api="fal", operation="status", status=429, times=1))
     provider = bed.provider(FalV3Provider)
     request = bed.request("sync-3", video=bed.media.video, audio=bed.media.audio, webhook_url=bed.webhook)
     submission = await bed.submit(provider, request)
@@ -87,3 +97,93 @@ async def test_key_never_in_reprs_errors_or_logs(
         assert not any(s in record.getMessage() for s in secrets), record.getMessage()
     # What the sandbox saw was redacted on its side; the key was sent where it belongs.
     assert all(r.headers.get("authorization") in (None, "<redacted>") for r in bed.sandbox.requests)
+
+
+# ------------------------------------------------------------------------------- an echoed key, at random
+
+_KEYS = st.text(alphabet=string.ascii_letters + string.digits + "-_:.+/=", min_size=16, max_size=64)
+
+
+async def _echo_round(sandbox: Sandbox, media: SampleMedia, key: str, status: int, where: str) -> list[Any]:
+    """One job against a sandbox that echoes ``key`` in an error body; returns what the caller got to see."""
+    provider = FalV3Provider(
+        ProviderContext(settings=ProviderSettings(), api_key=SecretStr(key), transport=sandbox.transport())
+    )
+    echo = f"the gateway saw 'Authorization: Key {key}'"
+    video = sandbox.put_file(media.video.read_bytes(), file_name="talk.mp4", content_type="video/mp4")
+    audio = sandbox.put_file(media.audio.read_bytes(), file_name="dub.wav", content_type="audio/wav")
+    request = LipsyncRequest(video=video, audio=audio, model="sync-3")
+    spec = provider.model_spec("sync-3")
+    assert spec is not None
+    seen: list[Any] = [provider, provider.context]
+    try:
+        if where == "submit":
+            sandbox.add_fault(
+                Fault(kind="http_error", api="fal", operation="submit", status=status, message=echo, times=1)
+            )
+        submission = None
+        try:
+            submission = await provider.submit(request, spec, video_url=video, audio_url=audio)
+        except LipsyncError as exc:
+            seen.append(exc)
+        if submission is not None:
+            sandbox.add_fault(
+                Fault(kind="http_error", api="fal", operation="status", status=status, message=echo, times=1)
+            )
+            job = Job(
+                id="job_echo",
+                provider=provider.id,
+                model="sync-3",
+                endpoint=submission.endpoint,
+                remote_id=submission.remote_id,
+                request_fingerprint="x",
+            )
+            try:  # a 429 is retried by fal-client (and logged, echo included); the others raise
+                seen.append(await provider.status(job))
+            except LipsyncError as exc:
+                seen.append(exc)
+    finally:
+        await provider.aclose()
+    return seen
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=_KEYS,
+    status=st.sampled_from([400, 401, 403, 422, 429, 500, 502, 503, 504]),
+    where=st.sampled_from(["submit", "status"]),
+)
+def test_an_echoed_key_never_shows_anywhere(
+    key: str,
+    status: int,
+    where: str,
+    media: SampleMedia,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fal_client.client, "_get_retry_delay", lambda *args, **kwargs: 0.0)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with Sandbox(fast_config(fal_key=key)) as sandbox:
+        seen = anyio.run(_echo_round, sandbox, media, key, status, where)
+    secrets = [key, *(part for part in key.split(":") if len(part) >= 8)]
+    errors = [s for s in seen if isinstance(s, LipsyncError)]
+    texts: list[str] = []
+    for obj in seen:
+        texts += _texts(obj)
+    for error in errors:
+        texts += [repr(error.args), repr(vars(error)), repr(getattr(error, "details", None))]
+        failure = describe(error)  # what the CLI prints
+        texts += [failure.message, failure.fix or ""]
+        redact_for_traceback(error, {})  # what --debug does before Python prints the traceback
+        texts.append(traceback_text(error))
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [caplog.text]
+    leaks = [t for t in texts if any(s in t for s in secrets)]
+    assert not leaks, leaks[0][:500]
+    if errors and where == "submit":
+        assert any("<redacted>" in str(e) or "<redacted>" in repr(vars(e)) for e in errors), "the echo came"
+
+
+def traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -60,20 +60,20 @@ CASES = [
         "v3-point",
         V3,
         "sync-3",
-        {"sync_mode": "bounce", "active_speaker": ActiveSpeaker.at(12, 80, 60.5)},
+        {"sync_mode": "bounce", "active_speaker": ActiveSpeaker.at(12, 80, 60.0)},
         {
             "sync_mode": "bounce",
-            "options": {"active_speaker_detection": {"frame_number": 12, "coordinates": [80, 60.5]}},
+            "options": {"active_speaker_detection": {"frame_number": 12, "coordinates": [80, 60]}},
         },
     ),
     Case(
         "v3-boxes",
         V3,
         "sync-3",
-        {"active_speaker": ActiveSpeaker.boxes([(10, 20, 110, 100.5), None])},
+        {"active_speaker": ActiveSpeaker.boxes([(10, 20, 110, 100.0), None])},
         {
             "sync_mode": "cut_off",
-            "options": {"active_speaker_detection": {"bounding_boxes": [[10, 20, 110, 100.5], None]}},
+            "options": {"active_speaker_detection": {"bounding_boxes": [[10, 20, 110, 100], None]}},
         },
     ),
     Case(

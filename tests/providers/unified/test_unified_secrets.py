@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import string
+import traceback
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from lipsyncer.cli.errors import describe
 from lipsyncer.contrib.sandbox import Fault, Sandbox
+from lipsyncer.contrib.sandbox.testing import fast_config
+from lipsyncer.core.config import ProviderSettings
 from lipsyncer.core.errors import JobFailedError, LipsyncError, ProviderError
+from lipsyncer.core.provider import ProviderContext
 from lipsyncer.providers.unified import UnifiedProvider
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +64,7 @@ async def test_errors_and_logs_do_not_show_the_key(
         sandbox.add_fault(
             Fault(kind="http_error", api="unified", operation=operation, status=status, message=echo, times=1)
         )
-        with pytest.raises(ProviderError) as caught:
+        with pytest.raises(LipsyncError) as caught:  # a 500 on create is an unknown outcome
             if operation == "create":
                 await submit(provider, urls.request("lipsync-2"))
             else:
@@ -84,3 +94,70 @@ async def test_errors_and_logs_do_not_show_the_key(
     assert caplog.records, "debug logging was on"
     for record in caplog.records:
         assert KEY not in record.getMessage()
+
+
+# ------------------------------------------------------------------------------- an echoed key, at random
+
+_KEYS = st.text(alphabet=string.ascii_letters + string.digits + "-_:.+/=", min_size=16, max_size=64)
+
+
+async def _echo_round(
+    sandbox: Sandbox, helpers: tuple[Fn, Fn, Fn], key: str, status: int, where: str
+) -> list[Any]:
+    """One job against a sandbox that echoes ``key`` in an error body; returns what the caller got to see."""
+    host, submit, job = helpers
+    provider = UnifiedProvider(
+        ProviderContext(settings=ProviderSettings(), api_key=SecretStr(key), transport=sandbox.transport())
+    )
+    echo = f"the gateway saw 'Authorization: Bearer {key}'"
+    urls = host(sandbox)
+    seen: list[Any] = [provider, provider.context]
+    try:
+        operation = "create" if where == "submit" else "query"
+        if where == "submit":
+            sandbox.add_fault(
+                Fault(kind="http_error", api="unified", operation=operation, status=status, message=echo)
+            )
+        try:
+            submission = await submit(provider, urls.request("lipsync-2"))
+        except LipsyncError as exc:
+            seen.append(exc)
+        else:
+            sandbox.add_fault(
+                Fault(kind="http_error", api="unified", operation=operation, status=status, message=echo)
+            )
+            try:
+                seen.append(await provider.status(job(submission)))
+            except LipsyncError as exc:
+                seen.append(exc)
+    finally:
+        await provider.aclose()
+    return seen
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=_KEYS,
+    status=st.sampled_from([400, 401, 402, 403, 429, 500, 502, 503]),
+    where=st.sampled_from(["submit", "status"]),
+)
+def test_an_echoed_key_never_shows_anywhere(
+    key: str, status: int, where: str, host: Fn, submit: Fn, job: Fn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with Sandbox(fast_config(unified_key=key, strict=True)) as sandbox:
+        seen = anyio.run(_echo_round, sandbox, (host, submit, job), key, status, where)
+    texts: list[str] = []
+    errors = [s for s in seen if isinstance(s, LipsyncError)]
+    assert errors, "every round meets the echo in an error"
+    for obj in seen:
+        texts.append(shown(obj))
+    for error in errors:
+        texts.append("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        failure = describe(error)  # the CLI's line and fix
+        texts += [failure.message, failure.fix or ""]
+        assert "<redacted>" in str(error) or "<redacted>" in repr(vars(error)), "the echo reached the error"
+    texts += [record.getMessage() for record in caplog.records] + [caplog.text]
+    leaks = [t for t in texts if key in t]
+    assert not leaks, leaks[0][:500]

@@ -5,6 +5,12 @@ In-process::
     with Sandbox() as sandbox:
         fal = FalAsyncClient(key=sandbox.config.fal_key, transport=sandbox.transport())
 
+With a clock the test moves (nothing advances until it does)::
+
+    clock = ManualClock()
+    with Sandbox(SandboxConfig(clock=clock)) as sandbox:
+        ...; clock.advance(5)
+
 On loopback::
 
     with Sandbox() as sandbox, serve_in_thread(sandbox) as server:
@@ -16,6 +22,8 @@ See ``docs/sandbox.md`` for the wire contracts, faults and what is not emulated.
 from __future__ import annotations
 
 from .app import Sandbox
+from .client_config import EMULATED_PROVIDERS
+from .clock import Clock, ManualClock, MonotonicClock
 from .config import SandboxConfig
 from .faults import Fault, FaultStats
 from .jobs import JobView
@@ -25,11 +33,15 @@ from .server import LoopbackServer, serve, serve_in_thread
 from .webhooks import signed_message
 
 __all__ = [
+    "EMULATED_PROVIDERS",
     "SANDBOX_TAG",
+    "Clock",
     "Fault",
     "FaultStats",
     "JobView",
     "LoopbackServer",
+    "ManualClock",
+    "MonotonicClock",
     "RecordedRequest",
     "Sandbox",
     "SandboxConfig",

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
-import anyio
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
@@ -26,8 +25,12 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from lipsyncer.core.http import redact_headers
+from lipsyncer.core.schema import JobState
 
+from .accounting import Grouping, group_accepted, max_overlap
 from .cdn import CdnApi
+from .client_config import client_config, config_toml
+from .clock import Clock
 from .config import SandboxConfig
 from .engine import Engine
 from .exchange import Call, Reply, origin_of
@@ -38,7 +41,7 @@ from .jobs import JobView
 from .recording import RecordedRequest, WebhookDelivery
 from .transport import TRANSPORT_STATE_KEY, ConnectionDropped, SandboxTransport
 from .unified_api import UnifiedApi
-from .wire import WireError, fal_http_error, fal_ingress_error, unified_error
+from .wire import WireError, fal_http_error, gateway_page, unified_error
 
 __all__ = ["Sandbox"]
 
@@ -62,7 +65,12 @@ class Sandbox:
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
-        self._config = config or SandboxConfig()
+        config = config or SandboxConfig()
+        if config.seed is None:
+            # A fresh seed per instance: two sandboxes never hand out the same ids (jobs from two runs must
+            # not collide by remote id in one job store); config.seed says which, to repeat a run.
+            config = config.model_copy(update={"seed": secrets.randbits(32)})
+        self._config = config
         self._engine = Engine(self._config)
         self._fal = FalApi(self._engine)
         self._unified = UnifiedApi(self._engine)
@@ -112,8 +120,13 @@ class Sandbox:
         ]
 
     @property
+    def clock(self) -> Clock:
+        """Where the sandbox reads time: ``config.clock``, or the real monotonic clock."""
+        return self._engine.clock
+
+    @property
     def jobs(self) -> list[JobView]:
-        now = time.monotonic()
+        now = self._engine.clock.monotonic()
         with self._engine.locked():
             return [job.view(now) for job in self._engine.jobs()]
 
@@ -122,7 +135,82 @@ class Sandbox:
         if job is None:
             raise KeyError(job_id)
         with self._engine.locked():
-            return job.view(time.monotonic())
+            return job.view(self._engine.clock.monotonic())
+
+    # ------------------------------------------------------------------------ exactly-once accounting
+
+    def accepted_jobs(self, api: str | None = None) -> list[JobView]:
+        """Every job a submit created (``api``: fal, unified...), whether or not the client saw the answer."""
+        return [job for job in self.jobs if api is None or job.api == api]
+
+    def accepted_count(self, api: str | None = None) -> int:
+        """How many submits the sandbox accepted (created a job for)."""
+        return len(self.accepted_jobs(api))
+
+    def accepted_submits(
+        self, by: Grouping = "lipsyncer_job", *, api: str | None = None
+    ) -> dict[str | None, int]:
+        """Accepted submits per client marker: how many jobs each request caused.
+
+        ``by``: a query parameter of the job's webhook/callback URL (default ``lipsyncer_job``, which
+        lipsyncer appends), ``"idempotency_key"`` (the ``Idempotency-Key`` header), ``"body"`` (a digest of
+        the submitted body, callback URL left out) or a function of the ``JobView``. Jobs without the marker
+        are counted under ``None``.
+        """
+        return group_accepted(self.accepted_jobs(api), by)
+
+    def accepted_twice(self, by: Grouping = "lipsyncer_job", *, api: str | None = None) -> dict[str, int]:
+        """The markers accepted more than once (``{}`` when every marked request was accepted at most once)."""
+        counts = self.accepted_submits(by, api=api)
+        return {key: n for key, n in counts.items() if key is not None and n > 1}
+
+    def completed_jobs(self, api: str | None = None) -> list[JobView]:
+        """Jobs the sandbox finished with an output (what a client must not abandon)."""
+        return [job for job in self.accepted_jobs(api) if job.state is JobState.COMPLETED]
+
+    def in_flight(self, api: str | None = None, endpoint: str | None = None) -> int:
+        """Jobs accepted and not yet visibly finished, now (``endpoint``: fal endpoint id or unified model)."""
+        now = self._engine.clock.monotonic()
+        with self._engine.locked():
+            return sum(
+                1
+                for job in self._engine.jobs()
+                if (api is None or job.api == api)
+                and (endpoint is None or job.endpoint == endpoint)
+                and not job.phase(now).finished
+            )
+
+    def max_in_flight(self, api: str | None = None, endpoint: str | None = None) -> int:
+        """The most jobs in flight at one instant so far (per API or endpoint), to check concurrency limits."""
+        now = self._engine.clock.monotonic()
+        with self._engine.locked():
+            jobs = [
+                job
+                for job in self._engine.jobs()
+                if (api is None or job.api == api) and (endpoint is None or job.endpoint == endpoint)
+            ]
+            return max_overlap(jobs, now)
+
+    # ------------------------------------------------------------------------------- client config
+
+    def client_config(
+        self, base_url: str | None = None, *, insecure_callbacks: bool | None = None
+    ) -> dict[str, Any]:
+        """lipsyncer settings that send every emulated provider, and the fal-cdn storage, to this sandbox.
+
+        ``base_url``: where the sandbox listens (``server.base_url``); None for the in-process transport,
+        where only the storage and provider options are needed. ``insecure_callbacks`` (default: the
+        sandbox's ``allow_insecure_callbacks``) lets the unified provider send http loopback callback URLs.
+        The dict has ``Settings`` field names: ``settings.with_overrides(**sandbox.client_config(url))``.
+        """
+        insecure = self._config.allow_insecure_callbacks if insecure_callbacks is None else insecure_callbacks
+        return client_config(base_url, insecure_callbacks=insecure)
+
+    def client_config_toml(
+        self, base_url: str | None = None, *, insecure_callbacks: bool | None = None
+    ) -> str:
+        """``client_config`` as the text of a ``lipsyncer.toml``."""
+        return config_toml(self.client_config(base_url, insecure_callbacks=insecure_callbacks))
 
     @property
     def ignored_fields(self) -> dict[str, tuple[str, ...]]:
@@ -172,6 +260,14 @@ class Sandbox:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until every job is rendered and every webhook settled; False if ``timeout`` passes first."""
         return self._engine.wait_idle(timeout)
+
+    def wait_rendered(self, timeout: float = 30.0) -> bool:
+        """Block until every job's inputs are fetched and its output rendered (or its failure known).
+
+        The step a ``ManualClock`` test takes before ``clock.advance``: rendering is real work on worker
+        threads, so a job finishes at ``max(start + processing_seconds, the clock when its render ended)``.
+        """
+        return self._engine.wait_rendered(timeout)
 
     def close(self) -> None:
         """Stop the worker, timer and delivery threads (pending work is dropped)."""
@@ -256,7 +352,7 @@ class Sandbox:
         record = self._engine.requests.add(
             RecordedRequest(
                 seq=0,
-                at=datetime.now(timezone.utc),
+                at=datetime.fromtimestamp(self._engine.clock.time(), timezone.utc),
                 method=call.method,
                 host=host,
                 path=call.path,
@@ -271,12 +367,15 @@ class Sandbox:
         )
 
         fired: list[Fault] = []
-        if api in ("fal", "unified", "cdn") and route is not None:
-            fired = self._engine.faults.draw(REQUEST_KINDS, api, operation, call.endpoint)
+        if api in ("fal", "unified", "cdn", "syncso") and route is not None:
+            fired = self._engine.faults.draw(
+                REQUEST_KINDS, api, operation, call.endpoint, finished=self._finished(api, call)
+            )
         names: tuple[str, ...] = tuple(f.kind for f in fired)
+        clock = self._engine.clock
         for fault in fired:
             if fault.kind == "slow" and not fault.after:
-                await anyio.sleep(fault.seconds or 0.0)
+                await clock.sleep(fault.seconds or 0.0)
         refusal = next((f for f in fired if f.kind in ("http_error", "drop_connection")), None)
         if refusal is not None and refusal.kind == "drop_connection":
             self._engine.requests.update(record.seq, faults=names, dropped=True)
@@ -290,6 +389,12 @@ class Sandbox:
         else:
             reply = route.handler(call)
             names += tuple(call.faults)
+            if call.job_id is not None and operation in ("submit", "create"):
+                self._remember_key(call.job_id, call.header("idempotency-key"))
+            gateway = next((f for f in fired if f.kind == "gateway_after_accept"), None)
+            if gateway is not None:
+                # Handled (a job IS created), but the gateway in front answers with its own page.
+                reply = Reply.error(gateway_page(gateway.http_status))
 
         # Recorded before any late delivery, so a client that gave up still finds what it caused.
         self._engine.requests.update(
@@ -300,9 +405,10 @@ class Sandbox:
             ignored_fields=call.ignored_fields,
             faults=names,
         )
-        for fault in fired:
-            if fault.kind == "slow" and fault.after:
-                await anyio.sleep(fault.seconds or 0.0)
+        if refusal is None:
+            for fault in fired:
+                if (fault.kind == "slow" and fault.after) or fault.kind == "hold_after_accept":
+                    await clock.sleep(fault.seconds or 0.0)
         if refusal is None and any(f.kind == "drop_after_accept" for f in fired):
             self._engine.requests.update(record.seq, status=None, dropped=True)
             await _drop(scope, receive)
@@ -314,6 +420,21 @@ class Sandbox:
             media_type=reply.media_type,
         )
         await response(scope, receive, send)
+
+    def _remember_key(self, job_id: str, key: str | None) -> None:
+        job = self._engine.get(job_id)
+        if job is not None and key is not None:
+            with self._engine.locked():
+                job.extra.setdefault("idempotency_key", key)
+
+    def _finished(self, api: str, call: Call) -> bool | None:
+        """Whether the job a request is about has finished (None when it names no known job)."""
+        job_id = call.params.get("request_id") or call.params.get("task_id") or call.params.get("job_id")
+        job = self._engine.get(job_id) if job_id else None
+        if job is None or job.api != api:
+            return None
+        with self._engine.locked():
+            return job.phase(self._engine.clock.monotonic()).finished
 
     def _endpoint_of(self, api: str, operation: str, call: Call) -> str | None:
         if api == "fal" and operation == "submit":
@@ -356,6 +477,7 @@ class Sandbox:
                 "fault": s.fault.model_dump(mode="json"),
                 "matched": s.matched,
                 "fired": s.fired,
+                "chosen": s.chosen,
             }
             for s in self.faults
         ]
@@ -411,10 +533,10 @@ def _expired_error(fault: Fault) -> WireError:
 
 def _fault_error(api: str, fault: Fault) -> WireError:
     status = fault.http_status
+    if fault.ingress:
+        return gateway_page(status)
     if api == "unified":
         return unified_error(status, fault.message, retry_after=fault.retry_after)
-    if fault.ingress:
-        return fal_ingress_error(status)
     return fal_http_error(status, fault.error_type, fault.message, fault.retry_after)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from .clock import Clock
 from .exchange import Call, Reply, cdn_base
 from .wire import WireError, fal_http_error
 
@@ -35,7 +35,7 @@ class StoredFile:
     content_type: str
     file_name: str
     created: float
-    expires_at: float | None  # time.monotonic() deadline
+    expires_at: float | None  # a deadline on the sandbox's clock
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -44,7 +44,8 @@ class StoredFile:
 class FileStore:
     """Thread-safe in-memory files plus the CDN upload tokens fal-client asks for."""
 
-    def __init__(self, new_key: Callable[[int], str], token_ttl: float) -> None:
+    def __init__(self, new_key: Callable[[int], str], token_ttl: float, clock: Clock) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._files: dict[str, StoredFile] = {}
         self._tokens: dict[str, float] = {}
@@ -67,7 +68,7 @@ class FileStore:
         name = safe_name(file_name)
         if path is None:
             path = f"/files/{directory or self._new_key(12)}/{name}"
-        now = time.monotonic()
+        now = self._clock.monotonic()
         stored = StoredFile(path, data, content_type, name, now, None if ttl is None else now + ttl)
         with self._lock:
             self._files[path] = stored
@@ -77,7 +78,7 @@ class FileStore:
         """The file at ``path``, or None when it is unknown or expired."""
         with self._lock:
             stored = self._files.get(path)
-        if stored is None or stored.expired(time.monotonic()):
+        if stored is None or stored.expired(self._clock.monotonic()):
             return None
         return stored
 
@@ -94,13 +95,14 @@ class FileStore:
     def issue_token(self) -> tuple[str, datetime]:
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens[token] = time.monotonic() + self._token_ttl
-        return token, datetime.now(timezone.utc) + timedelta(seconds=self._token_ttl)
+            self._tokens[token] = self._clock.monotonic() + self._token_ttl
+        issued = datetime.fromtimestamp(self._clock.time(), timezone.utc)
+        return token, issued + timedelta(seconds=self._token_ttl)
 
     def token_valid(self, token: str) -> bool:
         with self._lock:
             deadline = self._tokens.get(token)
-        return deadline is not None and time.monotonic() < deadline
+        return deadline is not None and self._clock.monotonic() < deadline
 
     def reserve_put(self, file_name: str, content_type: str) -> tuple[str, str]:
         """A one-shot upload key (the GCS-style fallback) and the file path it will fill."""

@@ -7,6 +7,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from .clock import Clock
 from .faults import Fault
 
 __all__ = ["SandboxConfig"]
@@ -34,7 +35,11 @@ class SandboxConfig(BaseModel):
     cdn_token_ttl_seconds: float = Field(default=3600, gt=0)
     max_video_seconds: float | None = Field(default=None, gt=0, description="longer videos fail, typed")
     max_audio_seconds: float | None = Field(default=None, gt=0, description="longer audio fails, typed")
-    seed: int = Field(default=0, description="ids, fault coin flips and the webhook key pair derive from it")
+    seed: int | None = Field(
+        default=None,
+        description="ids, fault coin flips and the webhook key pair derive from it; None: a fresh seed per "
+        "instance (``sandbox.config.seed`` then says which, to repeat a run)",
+    )
     faults: list[Fault] = Field(default_factory=list)
     render_workers: int = Field(default=2, ge=1, description="threads that fetch inputs and render outputs")
     webhook_transport: httpx.BaseTransport | None = Field(
@@ -57,3 +62,6 @@ class SandboxConfig(BaseModel):
     )
     audio_sample_rate: int = Field(default=44100, gt=0, description="output audio is resampled to this")
     audio_channels: Literal[1, 2] = 1
+    clock: Clock | None = Field(
+        default=None, description="where the sandbox reads time (None: the real monotonic clock)"
+    )

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from lipsyncer.core.media import MediaInfo
 
 from .cdn import FileStore
+from .clock import Clock, MonotonicClock
 from .config import SandboxConfig
 from .faults import FaultPlan
 from .jobs import Failure, Job, Outcome, Phase, RenderFacts
@@ -41,21 +42,23 @@ _ALPHABET = string.ascii_lowercase + string.digits
 class Engine:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
+        self.clock: Clock = config.clock or MonotonicClock()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._rng = random.Random(f"lipsyncer-sandbox-ids:{config.seed}")
+        self._rng = random.Random(f"lipsyncer-sandbox-ids:{config.seed or 0}")
         self._jobs: dict[str, Job] = {}
         self._order: list[Job] = []
         self._closed = False
-        self.files = FileStore(self.new_key, config.cdn_token_ttl_seconds)
-        self.faults = FaultPlan(config.faults, config.seed)
+        self.files = FileStore(self.new_key, config.cdn_token_ttl_seconds, self.clock)
+        self.faults = FaultPlan(config.faults, config.seed or 0)
         self.requests = RequestLog()
         self.deliveries = DeliveryLog()
-        self.signer = WebhookSigner(config.seed, config.user_id)
-        self.scheduler = Scheduler()
+        self.signer = WebhookSigner(config.seed or 0, config.user_id, self.clock)
+        self.scheduler = Scheduler(self.clock)
         self.deliverer = Deliverer(
             self.scheduler,
             self.deliveries,
+            clock=self.clock,
             transport=config.webhook_transport,
             timeout=config.webhook_timeout_seconds,
             retry_scale=config.webhook_retry_scale,
@@ -131,7 +134,7 @@ class Engine:
             outcome = Outcome(failure=Failure("internal_server_error", f"Rendering failed: {exc}"))
         with self._lock:
             job.outcome = outcome
-            job.work_done = time.monotonic()
+            job.work_done = self.clock.monotonic()
             end = job.visible_end()
             if job.api == "unified" and end is not None:
                 job.expires_at = end + self.config.result_ttl_seconds
@@ -143,7 +146,7 @@ class Engine:
             self.scheduler.call_at(natural, lambda: self._maybe_notify(job))
 
     def _work(self, job: Job) -> Outcome:
-        now = time.monotonic()
+        started = time.perf_counter()  # real time: how long the render took, for the debug log
         with self._lock:
             if job.cancelled_at is not None or job.timeout_at is not None:
                 return Outcome(skipped=True)  # its fate is sealed: nothing to render
@@ -181,7 +184,7 @@ class Engine:
             directory=self.new_key(12),
             ttl=self.config.cdn_ttl_seconds if job.api == "fal" else None,
         )
-        log.debug("rendered %s in %.3f s", job.id, time.monotonic() - now)
+        log.debug("rendered %s in %.3f s", job.id, time.perf_counter() - started)
         return Outcome(
             output=RenderFacts(
                 path=stored.path,
@@ -227,7 +230,7 @@ class Engine:
 
     def _maybe_notify(self, job: Job) -> None:
         """Send the job's webhook/callback once its outcome is final (called from the timer thread)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             if job.webhook_started or job.webhook_url is None:
                 return
@@ -261,8 +264,23 @@ class Engine:
                 return False
         return True
 
+    def wait_rendered(self, timeout: float) -> bool:
+        """Block until every job's work (fetch, checks, render) is done; False on timeout (real time)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(job.work_done is None for job in self._order):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.05))
+            return True
+
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every job is rendered and every notification settled; False on timeout."""
+        """Block until every job is rendered and every notification settled; False on timeout.
+
+        ``timeout`` is real time (a guard against hangs, not sandbox time): with a ``ManualClock``, advance it
+        past the jobs' ends first, or this waits for notifications that are not due yet.
+        """
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._idle():

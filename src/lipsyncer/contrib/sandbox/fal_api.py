@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,7 +115,8 @@ class FalApi:
         faults = self.engine.faults.draw(JOB_KINDS, "fal", "submit", endpoint)
         forced = next((f for f in faults if f.kind == "job_error"), None)
         early = next((f for f in faults if f.kind == "webhook_early"), None)
-        now = time.monotonic()
+        clock = self.engine.clock
+        now = clock.monotonic()
         job = Job(
             id=self.engine.new_uuid(),
             seq=0,
@@ -126,7 +126,7 @@ class FalApi:
             arguments=body,
             origin=call.origin,
             submitted=now,
-            submitted_wall=time.time(),
+            submitted_wall=clock.time(),
             queue_seconds=cfg.queue_seconds,
             processing_seconds=cfg.processing_seconds,
             video_url=parsed.video_url if parsed is not None else None,
@@ -166,7 +166,7 @@ class FalApi:
             return Reply(404, {"status": "NOT_FOUND"})
         call.job_id = job.id
         with_logs = call.query.get("logs", "").lower() in _TRUE
-        now = time.monotonic()
+        now = self.engine.clock.monotonic()
         with self.engine.locked():
             phase = job.phase(now)
             body: dict[str, Any] = {"request_id": job.id, **self._urls(call.origin, job)}
@@ -194,7 +194,7 @@ class FalApi:
         if job is None:
             return Reply(404, {"detail": f"Request {call.params['request_id']} not found"})
         call.job_id = job.id
-        now = time.monotonic()
+        now = self.engine.clock.monotonic()
         with self.engine.locked():
             phase = job.phase(now)
             if not phase.finished:
@@ -218,7 +218,7 @@ class FalApi:
         if job is None:
             return Reply(404, {"status": "NOT_FOUND"})
         call.job_id = job.id
-        if self.engine.cancel(job, time.monotonic()):
+        if self.engine.cancel(job, self.engine.clock.monotonic()):
             return Reply(202, {"status": "CANCELLATION_REQUESTED"})
         return Reply(400, {"status": "ALREADY_COMPLETED"})
 

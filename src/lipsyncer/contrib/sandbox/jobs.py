@@ -8,9 +8,12 @@ nothing has to "tick" for a job to advance.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from lipsyncer.core.schema import JobState
 
@@ -91,8 +94,8 @@ class Job:
     model: str
     arguments: Any
     origin: str
-    submitted: float  # time.monotonic()
-    submitted_wall: float  # time.time()
+    submitted: float  # the sandbox clock's monotonic reading
+    submitted_wall: float  # the sandbox clock's unix time
     queue_seconds: float
     processing_seconds: float
     video_url: str | None = None
@@ -210,7 +213,13 @@ class Job:
             rendered=self.work_done is not None,
             forced_error=self.forced_error.error_type if self.forced_error is not None else None,
             temperature=self.extra.get("temperature"),
+            idempotency_key=self.extra.get("idempotency_key"),
+            body_digest=body_digest(self.arguments),
         )
+
+    def in_flight_until(self) -> float | None:
+        """When the job stopped being in flight (its visible end); None while it still is."""
+        return self.visible_end()
 
 
 @dataclass(frozen=True)
@@ -236,6 +245,15 @@ class JobView:
     rendered: bool
     forced_error: str | None
     temperature: float | None = None  # effective value (the unified API defaults it to 0.5 on lipsync-2/-pro)
+    idempotency_key: str | None = None  # the accepting request's Idempotency-Key header
+    body_digest: str | None = None  # sha256 of the submitted body, callback URLs left out (see body_digest)
+
+    def webhook_param(self, name: str) -> str | None:
+        """A query parameter of the job's webhook/callback URL (``lipsyncer_job``), or None."""
+        if not self.webhook_url:
+            return None
+        values = parse_qs(urlsplit(self.webhook_url).query).get(name)
+        return values[-1] if values else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -258,4 +276,19 @@ class JobView:
             "rendered": self.rendered,
             "forced_error": self.forced_error,
             "temperature": self.temperature,
+            "idempotency_key": self.idempotency_key,
+            "body_digest": self.body_digest,
         }
+
+
+_CALLBACK_FIELDS = frozenset({"callback_url", "webhookUrl", "webhook_url"})
+
+
+def body_digest(arguments: Any) -> str | None:
+    """A stable digest of a submitted body with callback URLs left out, so re-sends of one request match."""
+    if arguments is None:
+        return None
+    if isinstance(arguments, dict):
+        arguments = {k: v for k, v in arguments.items() if k not in _CALLBACK_FIELDS}
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

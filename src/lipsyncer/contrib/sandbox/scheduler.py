@@ -1,7 +1,8 @@
-"""A single timer thread: runs short callbacks at monotonic deadlines (webhook times, delivery retries).
+"""A single timer thread: runs short callbacks at deadlines on the sandbox's clock (webhook times, retries).
 
-Job state itself is computed from the wall clock on every request, so nothing here drives it; the timer only
-exists for what the sandbox must *do* at a given time without a client asking.
+Job state itself is computed from the clock on every request, so nothing here drives it; the timer only exists
+for what the sandbox must *do* at a given time without a client asking. With a ``ManualClock`` the thread
+sleeps until the test advances the clock.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
+
+from .clock import Clock
 
 __all__ = ["Scheduler"]
 
@@ -19,16 +21,18 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, name: str = "lipsyncer-sandbox-timer") -> None:
+    def __init__(self, clock: Clock, name: str = "lipsyncer-sandbox-timer") -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._counter = itertools.count()
         self._closed = False
+        clock.on_advance(self._wake)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def call_at(self, when: float, fn: Callable[[], None]) -> bool:
-        """Run ``fn`` on the timer thread at ``time.monotonic() >= when``; False once closed."""
+        """Run ``fn`` on the timer thread once ``clock.monotonic() >= when``; False once closed."""
         with self._cond:
             if self._closed:
                 return False
@@ -37,7 +41,7 @@ class Scheduler:
             return True
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> bool:
-        return self.call_at(time.monotonic() + max(0.0, delay), fn)
+        return self.call_at(self._clock.monotonic() + max(0.0, delay), fn)
 
     def close(self) -> None:
         with self._cond:
@@ -47,12 +51,21 @@ class Scheduler:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic())
-                    self._cond.wait(timeout)
+                while not self._closed:
+                    if self._heap:
+                        delay = self._heap[0][0] - self._clock.monotonic()
+                        if delay <= 0:
+                            break
+                        self._cond.wait(self._clock.real_timeout(delay))
+                    else:
+                        self._cond.wait()
                 if self._closed:
                     return
                 _, _, fn = heapq.heappop(self._heap)

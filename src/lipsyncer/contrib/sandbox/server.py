@@ -85,10 +85,27 @@ def serve_in_thread(
 
 
 def serve(
-    config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 8765, *, log_level: str = "info"
+    config: SandboxConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    log_level: str = "info",
+    sandbox: Sandbox | None = None,
 ) -> None:
-    """Run a sandbox on ``host:port`` until interrupted (what ``lipsyncer sandbox serve`` calls)."""
-    with Sandbox(config) as sandbox:
-        server = uvicorn.Server(_uvicorn_config(sandbox, host, port, log_level))
-        log.info("lipsyncer sandbox on http://%s:%s (fal key %r)", host, port, sandbox.config.fal_key)
-        server.run()
+    """Run a sandbox on ``host:port`` until interrupted (what ``lipsyncer sandbox serve`` calls).
+
+    ``sandbox``: serve this one (the caller closes it) instead of building one from ``config``.
+    """
+    if sandbox is not None:
+        if config is not None:
+            raise ValueError("give config or sandbox, not both")
+        _run(sandbox, host, port, log_level)
+        return
+    with Sandbox(config) as owned:
+        _run(owned, host, port, log_level)
+
+
+def _run(sandbox: Sandbox, host: str, port: int, log_level: str) -> None:
+    server = uvicorn.Server(_uvicorn_config(sandbox, host, port, log_level))
+    log.info("lipsyncer sandbox on http://%s:%s (seed %s)", host, port, sandbox.config.seed)
+    server.run()

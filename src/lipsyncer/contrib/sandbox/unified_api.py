@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -115,7 +114,7 @@ class UnifiedApi:
         faults = self.engine.faults.draw(JOB_KINDS, "unified", "create", model)
         forced = next((f for f in faults if f.kind == "job_error"), None)
         early = next((f for f in faults if f.kind == "webhook_early"), None)
-        now, wall = time.monotonic(), time.time()
+        now, wall = self.engine.clock.monotonic(), self.engine.clock.time()
         created = int(wall)
         job = Job(
             id=f"task-unified-{created}-{self.engine.new_key(8)}",
@@ -180,7 +179,7 @@ class UnifiedApi:
                 unified_error(400, f"Invalid task ID: {task_id!r}", param="task_id", code="invalid_task_id")
             )
         job = self.engine.get(task_id)
-        now = time.monotonic()
+        now = self.engine.clock.monotonic()
         if job is None or job.api != "unified" or (job.expires_at is not None and now >= job.expires_at):
             return Reply.error(unified_error(404, f"Task {task_id} not found or expired", param="task_id"))
         call.job_id = job.id
@@ -247,7 +246,7 @@ class UnifiedApi:
     def callback(self, job: Job, phase: Phase) -> Outgoing | None:
         if job.webhook_url is None:
             return None
-        now = job.natural_end() or time.monotonic()
+        now = job.natural_end() or self.engine.clock.monotonic()
         with self.engine.locked():
             task = self.task(job, max(now, job.visible_end() or now), job.origin)
         raw = json.dumps(task).encode()

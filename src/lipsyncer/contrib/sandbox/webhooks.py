@@ -12,7 +12,6 @@ import base64
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .clock import Clock, MonotonicClock
 from .exchange import is_loopback_host
 from .recording import DeliveryLog, WebhookDelivery
 from .scheduler import Scheduler
@@ -42,7 +42,8 @@ def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -
 class WebhookSigner:
     """The sandbox's fal webhook key pair (deterministic from the seed) and its JWKS."""
 
-    def __init__(self, seed: int, user_id: str) -> None:
+    def __init__(self, seed: int, user_id: str, clock: Clock | None = None) -> None:
+        self._clock = clock or MonotonicClock()
         secret = hashlib.sha256(f"lipsyncer-sandbox-webhook-key:{seed}".encode()).digest()
         self._key = Ed25519PrivateKey.from_private_bytes(secret)
         self.public_key: Ed25519PublicKey = self._key.public_key()
@@ -59,7 +60,7 @@ class WebhookSigner:
         }
 
     def headers(self, request_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        stamp = str(int(self._clock.time()) if timestamp is None else timestamp)
         signature = self._key.sign(signed_message(request_id, self.user_id, stamp, body)).hex()
         return {
             "Content-Type": "application/json",
@@ -94,12 +95,14 @@ class Deliverer:
         scheduler: Scheduler,
         deliveries: DeliveryLog,
         *,
+        clock: Clock,
         transport: httpx.BaseTransport | None,
         timeout: float,
         retry_scale: float,
         on_settled: Callable[[], None],
     ) -> None:
         self._scheduler = scheduler
+        self._clock = clock
         self._log = deliveries
         self._has_transport = transport is not None
         self._client = httpx.Client(transport=transport, timeout=timeout, trust_env=False)
@@ -156,7 +159,7 @@ class Deliverer:
                 outgoing.job_id,
                 outgoing.url,
                 attempt,
-                datetime.now(timezone.utc),
+                datetime.fromtimestamp(self._clock.time(), timezone.utc),
                 outgoing.body,
                 headers,
                 status,

@@ -22,6 +22,7 @@ __all__ = [
     "fal_model_error",
     "fal_request_error",
     "fal_validation_error",
+    "gateway_page",
     "unified_error",
 ]
 
@@ -230,6 +231,11 @@ def fal_ingress_error(status: int) -> WireError:
         f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
     )
     return WireError(status, html, {"Content-Type": "text/html"}, None, f"{status} {reason}")
+
+
+def gateway_page(status: int) -> WireError:
+    """The nginx page a gateway in front of either API answers with (502/503/504; no request id header)."""
+    return fal_ingress_error(status)
 
 
 # --------------------------------------------------------------------------------------------- unified

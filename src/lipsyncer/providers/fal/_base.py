@@ -104,7 +104,8 @@ class FalProvider(Provider):
             self._verifier = FalWebhookVerifier(
                 provider=self.id, jwks_url=str(url or DEFAULT_JWKS_URL), transport=self._http()
             )
-        return await self._verifier.parse(headers, body)
+        with self.context.redactor.scrubbing():
+            return await self._verifier.parse(headers, body)
 
     async def aclose(self) -> None:
         if self._queue is not None:
@@ -130,5 +131,7 @@ class FalProvider(Provider):
 
     def _fal(self) -> FalQueue:
         if self._queue is None:
-            self._queue = FalQueue(name=self.id, key=self.context.key(), transport=self._http())
+            self._queue = FalQueue(
+                name=self.id, key=self.context.key(), transport=self._http(), redactor=self.context.redactor
+            )
         return self._queue

@@ -1,41 +1,61 @@
-"""fal-client's AsyncClient with a transport seam and a guard against submitting a job twice.
+"""fal-client's AsyncClient with a transport seam, one-shot submits, and a bounded backup-domain fallback.
 
 fal-client builds its httpx clients internally (queue, CDN, CDN token) and its token manager even opens a
 fresh client per refresh. Overriding these three members is the narrowest way to route every fal call through
 a transport of ours (sandbox, gateway, loopback) while keeping fal-client's own retry and parsing logic.
 
-fal-client retries any ``httpx.TransportError``, including a read error after a submit was sent: that could
-queue (and bill) the job twice. :class:`SubmitGuard` sits under the queue client, always, and turns such errors
-into :class:`SubmitSent`, which is not an ``httpx.HTTPError`` and so passes through fal-client's retry loop.
+Submits are sent exactly once. fal-client's ``submit`` runs the POST through its retry loop, which re-sends on
+transport errors, 408/409/429 and nginx 502/503/504 pages: after the request has left, each of those may hide
+a job fal queued (and bills), so a re-send could bill it twice. :meth:`FalAsyncClient.submit` sends one POST
+without that loop; whether to try again (and where) is the core's decision, within its attempt budget.
+Status, result and cancel keep fal-client's retries: sending a GET twice costs nothing.
+:class:`SubmitGuard` still sits under the queue client, always, and turns a transport error after a submit
+was sent into :class:`SubmitSent`, which is not an ``httpx.HTTPError``: no retry loop can mistake it.
 Verified against fal-client 1.0.x.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 import fal_client
 import httpx
 from asyncstdlib import cached_property as async_cached_property
+from fal_client._headers import Priority, add_hint_header, add_priority_header, add_timeout_header
 from fal_client.auth import FAL_QUEUE_RUN_HOST, FAL_RUN_HOST, AuthCredentials
 from fal_client.client import (
     QUEUE_POLL_TIMEOUT,
+    QUEUE_URL_FORMAT,
     USER_AGENT,
-    AsyncBackupDomainTransport,
     AsyncCDNTokenManager,
     AsyncRequestHandle,
     CDNToken,
     _async_maybe_retry_request,
+    _async_request,
+    _limit_connect_timeout,
 )
 
-from ...core.http import RebaseTransport
+from ...core.http import RebaseTransport, json_body
 
-__all__ = ["FAL_HOSTS", "FalAsyncClient", "SubmitGuard", "SubmitSent", "borrow", "fal_transport"]
+__all__ = [
+    "BACKUP_DOMAINS",
+    "FAL_HOSTS",
+    "BackupDomains",
+    "FalAsyncClient",
+    "SubmitGuard",
+    "SubmitSent",
+    "borrow",
+    "fal_transport",
+]
+
+log = logging.getLogger("lipsyncer.providers.fal")
 
 FAL_HOSTS = (
     "queue.fal.run",
@@ -55,22 +75,30 @@ _SUBMIT_HOSTS = frozenset(
 )
 """Hosts where a POST queues or runs a paid job."""
 _QUEUE_HOSTS = frozenset({FAL_QUEUE_RUN_HOST, "queue.fal.run", "queue.falrun.com"})
+BACKUP_DOMAINS = {"fal.run": "falrun.com", "queue.fal.run": "queue.falrun.com"}
+"""fal's primary hosts and the backup each is tried on when it cannot be reached (as fal-client does)."""
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 """Transport errors raised before a byte of the request left: safe for fal-client to retry."""
 
 
 class SubmitSent(Exception):
-    """A submit left this process but its answer was lost; the job may exist. Never an ``httpx.HTTPError``."""
+    """A submit left this process but its answer was lost or unreadable; the job may exist.
 
-    def __init__(self, url: httpx.URL, cause: Exception) -> None:
-        super().__init__(
-            f"POST {url.copy_with(query=None)}: {type(cause).__name__} after the request was sent"
-        )
+    Never an ``httpx.HTTPError``, so no retry loop takes it for a transport error worth repeating.
+    """
+
+    def __init__(self, url: httpx.URL, cause: Exception, *, what: str = "after the request was sent") -> None:
+        super().__init__(f"POST {url.copy_with(query=None)}: {type(cause).__name__} {what}")
         self.url = url
 
 
 class SubmitGuard(httpx.AsyncBaseTransport):
-    """Lets fal-client retry a submit only when nothing was sent (connect errors); anything later is final."""
+    """Under every queue client: a transport error after a submit was sent becomes :class:`SubmitSent`.
+
+    Connect errors (nothing was sent) pass through as they are. Submits are not retried by anyone here
+    (:meth:`FalAsyncClient.submit` sends once); the guard keeps a lost answer from ever looking like a
+    transport error that some retry loop would repeat.
+    """
 
     def __init__(self, inner: httpx.AsyncBaseTransport, *, owns_inner: bool) -> None:
         self._inner = inner
@@ -111,6 +139,61 @@ class _GuardedStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class BackupDomains(httpx.AsyncBaseTransport):
+    """fal-client's backup-domain fallback, bounded per request and logged once per client.
+
+    A request to ``fal.run`` or ``queue.fal.run`` whose connection cannot be made (nothing was sent) is tried
+    once, and only once, on the backup domain; if that cannot connect either, the primary's error is raised.
+    fal-client logs a warning for every such switch, and its retry loop runs up to ten per call: a poller
+    cut off from fal would print one every few seconds for hours. Here the first switch per host is a
+    warning, later ones are debug lines.
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        # An httpx client, as fal-client does, so each domain goes through its own environment proxy.
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self._warned: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _limit_connect_timeout(request)
+        try:
+            return await self._client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            host = BACKUP_DOMAINS.get(request.url.host)
+            if host is None:
+                raise
+            backup = request.url.copy_with(host=host)
+            self._note(request.url, host, exc)
+            headers = request.headers.copy()
+            headers["Host"] = backup.netloc.decode("ascii")
+            retry = httpx.Request(
+                request.method,
+                backup,
+                headers=headers,
+                stream=request.stream,
+                extensions=dict(request.extensions),
+            )
+            try:
+                return await self._client.send(retry, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                raise exc from None
+
+    def _note(self, primary: httpx.URL, backup: str, exc: Exception) -> None:
+        first = primary.host not in self._warned
+        self._warned.add(primary.host)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "cannot connect to %s (%s); trying its backup domain %s%s",
+            primary.host,
+            type(exc).__name__,
+            backup,
+            " (said once; later switches are logged at debug level)" if first else "",
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class _Borrowed(httpx.AsyncBaseTransport):
@@ -182,7 +265,7 @@ class FalAsyncClient(fal_client.AsyncClient):
     @async_cached_property(asyncio.Lock)
     async def _client(self) -> httpx.AsyncClient:
         auth = await self._auth
-        inner = AsyncBackupDomainTransport() if self.transport is None else self.transport
+        inner = BackupDomains() if self.transport is None else self.transport
         return httpx.AsyncClient(
             transport=SubmitGuard(inner, owns_inner=self.transport is None),
             headers={"Authorization": auth.header_value, "User-Agent": USER_AGENT},
@@ -199,6 +282,53 @@ class FalAsyncClient(fal_client.AsyncClient):
             transport=borrow(self.transport), headers={"User-Agent": USER_AGENT}, timeout=self.default_timeout
         ) as client:
             yield client
+
+    async def submit(
+        self,
+        application: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        hint: str | None = None,
+        webhook_url: str | None = None,
+        priority: Priority | None = None,
+        headers: dict[str, str] | None = None,
+        start_timeout: float | None = None,
+    ) -> AsyncRequestHandle:
+        """Queue a job with exactly one POST (fal-client's own ``submit`` retries it; see the module doc).
+
+        The body is encoded before anything is sent: a body that cannot be encoded (NaN, an object JSON has
+        no form for) raises :class:`~lipsyncer.core.errors.InvalidRequestError`, a local error. A 2xx answer
+        that names no request raises :class:`SubmitSent`: the job may be queued all the same.
+        """
+        body = json_body(arguments, what=application)
+        url = QUEUE_URL_FORMAT + application + ("/" + path.lstrip("/") if path else "")
+        if webhook_url is not None:
+            url += "?" + urlencode({"fal_webhook": webhook_url})
+        sent: dict[str, str] = {**(headers or {}), "Content-Type": "application/json"}
+        if hint is not None:
+            add_hint_header(hint, sent)
+        if priority is not None:
+            add_priority_header(priority, sent)
+        if start_timeout is not None:
+            add_timeout_header(start_timeout, sent)
+        client = await self._client
+        response = await _async_request(
+            client, "POST", url, content=body, timeout=self.default_timeout, headers=sent
+        )
+        try:
+            data = response.json()
+            return AsyncRequestHandle(
+                request_id=data["request_id"],
+                response_url=data["response_url"],
+                status_url=data["status_url"],
+                cancel_url=data["cancel_url"],
+                client=client,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SubmitSent(
+                httpx.URL(url), exc, what=f"reading a {response.status_code} answer without a request id"
+            ) from exc
 
     async def handle(
         self,

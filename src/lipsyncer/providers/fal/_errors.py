@@ -30,6 +30,7 @@ __all__ = [
     "RequestNotFoundError",
     "job_failed",
     "provider_error",
+    "refused_before_acceptance",
     "retryable_type",
 ]
 
@@ -68,6 +69,17 @@ _FIXES: Mapping[str, str] = {
     "request_timeout": "the job did not start in time; raise start_timeout or retry later",
     "client_cancelled": "the request was cancelled; submit it again if you still need it",
 }
+
+
+def refused_before_acceptance(status_code: int) -> bool:
+    """Does this answer to a submit that was sent certainly mean fal did not queue the job?
+
+    A 4xx is a refusal of the request as sent (bad key, no balance, invalid input, rate limit): nothing was
+    queued, so another route may be tried. Except 408 and 499, which proxies send when *they* gave up on a
+    request they may already have passed on. Every 5xx (fal's JSON or a gateway's HTML page alike), a 3xx and
+    a lost answer are unknown outcomes: the job may be queued and billed, so it is never sent again.
+    """
+    return 400 <= status_code < 500 and status_code not in (408, 499)
 
 
 def retryable_type(error_type: str | None) -> bool:
@@ -159,7 +171,8 @@ def provider_error(
     if status == 429:
         return RateLimitedError(failure.text, retry_after=failure.retry_after, **kw)
     if status == 404 and (lookup or failure.queue_status == "NOT_FOUND"):
-        kw.update(code=failure.code or "NOT_FOUND", accepted=None)
+        # A look-up: fal does not know the request. A submit: nothing was queued (accepted stays False).
+        kw.update(code=failure.code or "NOT_FOUND", accepted=None if lookup else accepted)
         return RequestNotFoundError(failure.text, **kw)
     if status == 400 and failure.queue_status == "ALREADY_COMPLETED":
         return AlreadyCompletedError(failure.text, **kw)

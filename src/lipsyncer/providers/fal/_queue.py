@@ -1,13 +1,17 @@
 """The one place lipsyncer talks to fal's queue: submit, look up, fetch, cancel, upload.
 
-Everything goes through fal-client (:class:`FalAsyncClient`), which already retries transport errors and
-408/409/429/ingress 5xx ten times: there is no second retry loop here. What comes out is the core's taxonomy,
-never a fal-client or httpx exception.
+Everything goes through fal-client (:class:`FalAsyncClient`). Look-ups, fetches, cancels and uploads keep its
+own retries (transport errors, 408/409/429, ingress 5xx, ten attempts): there is no second retry loop here. A
+submit is sent once (see ``_client.py``) and classified here: refused before acceptance (a 4xx but 408/499:
+safe to try elsewhere), or an unknown outcome (any 5xx or gateway page, 408, a timeout or dropped connection
+after the send, an unreadable 2xx). What comes out is the core's taxonomy, never a fal-client or httpx
+exception, and always through the client's redactor.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -24,9 +28,10 @@ from ...core.errors import (
     SubmitOutcomeUnknownError,
 )
 from ...core.provider import ProviderOutput, Submission
+from ...core.redact import Redactor
 from ...core.schema import Job, JobState, JobStatus, LogEntry, MediaKind, MediaSource, VideoFile
 from ._client import FalAsyncClient, SubmitSent
-from ._errors import FalFailure, job_failed, provider_error, retryable_type
+from ._errors import FalFailure, job_failed, provider_error, refused_before_acceptance, retryable_type
 
 __all__ = ["FalQueue", "QueueSettings", "output_from", "status_from"]
 
@@ -62,9 +67,20 @@ class QueueSettings:
 class FalQueue:
     """A provider instance's line to fal. ``transport`` is borrowed; the key never leaves fal-client."""
 
-    def __init__(self, *, name: str, key: str, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        key: str,
+        transport: httpx.AsyncBaseTransport | None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.name = name
         self._fal = FalAsyncClient(key=key, transport=transport)
+        self._redactor = redactor if redactor is not None else Redactor()
+        # fal keys are "<id>:<secret>": either half alone must not show either.
+        self._redactor.add(key, *(part for part in key.split(":") if len(part) >= 8))
+        self._redactor.attach("fal_client")  # fal-client's retry lines quote error bodies
 
     def __repr__(self) -> str:
         return f"<FalQueue {self.name}>"
@@ -77,10 +93,11 @@ class FalQueue:
         webhook_url: str | None = None,
         settings: QueueSettings | None = None,
     ) -> Submission:
-        """Queue one job. A submit whose answer was lost raises SubmitOutcomeUnknownError and is never re-sent."""
+        """Queue one job with one POST. After the send, only a 4xx (but 408/499) counts as refused; anything
+        else raises SubmitOutcomeUnknownError and the job is never re-sent."""
         settings = settings or QueueSettings({})
-        try:
-            with self._errors(accepted=False):
+        with self._redactor.scrubbing():
+            try:
                 handle = await self._fal.submit(
                     endpoint,
                     arguments,
@@ -88,17 +105,30 @@ class FalQueue:
                     priority=settings.priority,
                     start_timeout=settings.start_timeout,
                 )
-        except SubmitSent as exc:
-            raise SubmitOutcomeUnknownError(
-                f"{self.name}: the submit to {endpoint} was sent but its answer was lost "
-                f"({type(exc.__cause__).__name__}); the job may be queued and billed",
-                provider=self.name,
-            ) from exc
-        except (KeyError, ValueError) as exc:  # 2xx without a readable request id: it may well be queued
-            raise SubmitOutcomeUnknownError(
-                f"{self.name}: fal accepted the submit to {endpoint} with an unreadable answer ({exc!r})",
-                provider=self.name,
-            ) from exc
+            except SubmitSent as exc:
+                raise SubmitOutcomeUnknownError(
+                    f"{self.name}: the submit to {endpoint} was sent but its answer was lost ({exc}); "
+                    "the job may be queued and billed",
+                    provider=self.name,
+                ) from exc
+            except (FalClientHTTPError, httpx.HTTPStatusError) as exc:
+                if refused_before_acceptance(exc.response.status_code):
+                    raise provider_error(exc, provider=self.name, accepted=False) from exc
+                failure = FalFailure.of(exc)
+                raise SubmitOutcomeUnknownError(
+                    f"{self.name}: the submit to {endpoint} was answered HTTP {failure.status_code} "
+                    f"({failure.text}) after it was sent; the job may be queued and billed",
+                    provider=self.name,
+                    status_code=failure.status_code,
+                ) from exc
+            except httpx.HTTPError as exc:  # SubmitGuard lets through only errors raised before sending
+                raise ProviderUnavailableError(
+                    f"could not reach fal ({type(exc).__name__}: {exc}); nothing was sent",
+                    provider=self.name,
+                    code=type(exc).__name__,
+                    retryable=True,
+                    accepted=False,
+                ) from exc
         return Submission(
             remote_id=handle.request_id,
             endpoint=endpoint,
@@ -211,6 +241,11 @@ class FalQueue:
 
         ``accepted=True`` marks calls about an existing job (status, result, cancel).
         """
+        with self._redactor.scrubbing(), self._translated(accepted=accepted):
+            yield
+
+    @contextmanager
+    def _translated(self, *, accepted: bool | None) -> Iterator[None]:
         try:
             yield
         except (FalClientHTTPError, httpx.HTTPStatusError) as exc:
@@ -230,7 +265,10 @@ def status_from(state: Any) -> JobStatus:
     if isinstance(state, Queued):
         return JobStatus(state=JobState.QUEUED, queue_position=state.position, raw_status="IN_QUEUE")
     if isinstance(state, InProgress):
-        return JobStatus(state=JobState.RUNNING, logs=_logs(state.logs), raw_status="IN_PROGRESS")
+        logs = _logs(state.logs)
+        return JobStatus(
+            state=JobState.RUNNING, logs=logs, progress=log_percent(logs), raw_status="IN_PROGRESS"
+        )
     assert isinstance(state, Completed), state
     logs = _logs(state.logs)
     if state.error_type == "client_cancelled":
@@ -267,6 +305,18 @@ def output_from(data: Any, *, provider: str) -> ProviderOutput:
             accepted=True,
         ) from exc
     return ProviderOutput(video=file, raw=dict(data) if isinstance(data, Mapping) else {})
+
+
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
+
+
+def log_percent(logs: list[LogEntry]) -> float | None:
+    """fal reports progress only in its logs (``Processing: 40%``): the newest percentage, if any."""
+    for entry in reversed(logs):
+        found = _PERCENT.findall(entry.message)
+        if found and 0 <= float(found[-1]) <= 100:
+            return float(found[-1])
+    return None
 
 
 def _logs(entries: Any) -> list[LogEntry]:

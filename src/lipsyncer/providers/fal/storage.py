@@ -45,7 +45,10 @@ class FalCdnStorage(Storage):
             transport = fal_transport(self.context.transport, str(base_url) if base_url else None)
             self._owned = transport
             self._queue = FalQueue(
-                name=self.id, key=self.context.api_key.get_secret_value(), transport=transport
+                name=self.id,
+                key=self.context.api_key.get_secret_value(),
+                transport=transport,
+                redactor=self.context.redactor,
             )
         return await self._queue.upload(media)
 

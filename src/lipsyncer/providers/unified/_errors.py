@@ -1,7 +1,8 @@
 """The HTTP error envelope ``{"error": {code, message, type, param?, fallback_suggestion?}}`` -> the taxonomy.
 
-``accepted`` is the caller's knowledge: False on the create call (the task was not made), True on look-ups of a
-task that exists. 429 and 5xx are retryable; the rest need a change first.
+``accepted`` is the caller's knowledge: False on a create call the API refused (:func:`create_refused`), True
+on look-ups of a task that exists. 429 and 5xx are retryable; the rest need a change first. A create answer
+that is not a certain refusal is not mapped here at all: the provider raises SubmitOutcomeUnknownError.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from lipsyncer.core.errors import (
 )
 from lipsyncer.core.schema import utcnow
 
-__all__ = ["RATE_LIMIT_WAIT", "UNAVAILABLE_WAIT", "Envelope", "error_from_response", "redact", "retry_after"]
+__all__ = [
+    "RATE_LIMIT_WAIT",
+    "UNAVAILABLE_WAIT",
+    "Envelope",
+    "create_refused",
+    "error_from_response",
+    "retry_after",
+]
 
 RATE_LIMIT_WAIT = 60.0
 """The API's suggested wait after a 429 without ``Retry-After``."""
@@ -32,15 +40,23 @@ UNAVAILABLE_WAIT = 30.0
 """The API's suggested wait after a 503."""
 
 
-def redact(value: Any, secret: str) -> Any:
-    """``value`` (text, or a JSON structure) with every occurrence of ``secret`` replaced."""
-    if isinstance(value, str):
-        return value.replace(secret, "<redacted>")
-    if isinstance(value, Mapping):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, secret) for v in value]
-    return value
+def create_refused(response: httpx.Response) -> bool:
+    """Does this answer to a create call that was sent certainly mean no task was made (and none is billed)?
+
+    - A 4xx but 408/499: the API (or a proxy in front of it) refused the request as sent: bad input, key,
+      quota, rate. 408 and 499 are what proxies say when *they* gave up on a request they may have passed on.
+    - A 503 in the API's own envelope (``type`` ``service_unavailable_error``): the API sheds load before it
+      creates anything and documents this answer as "retry after 30 s". Treating it as unknown would strand
+      every job of an overload (this API cannot list tasks, so an unknown create is resolved only by a
+      callback or by hand), for a risk the API's own contract rules out.
+    - Anything else is unknown: a 500 (``internal_server_error``: the failure may come after the task was
+      made), a 502 (``upstream_error``: the API may have created the task and lost its upstream), a 504, a
+      503 that is a gateway's page rather than the API's envelope, a 3xx.
+    """
+    status = response.status_code
+    if 400 <= status < 500:
+        return status not in (408, 499)
+    return status == 503 and Envelope.of(response).type == "service_unavailable_error"
 
 
 def retry_after(response: httpx.Response, default: float) -> float:
@@ -95,6 +111,11 @@ class Envelope:
             suggestion=text("fallback_suggestion"),
             body=body,
         )
+
+    @property
+    def summary(self) -> str:
+        """The message, with the error type when there is one: for errors that keep no envelope."""
+        return f"{self.type}: {self.message}" if self.type else self.message
 
     @property
     def name(self) -> str | None:

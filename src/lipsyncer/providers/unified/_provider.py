@@ -1,4 +1,9 @@
-"""``UnifiedProvider``: the I/O against the unified task API; wire shapes live in ``_wire`` and ``_errors``."""
+"""``UnifiedProvider``: the I/O against the unified task API; wire shapes live in ``_wire`` and ``_errors``.
+
+After a create call has left, only an answer that certainly means "not created" is a refusal (see
+:func:`~._errors.create_refused`); any other failure is an unknown outcome and the call is never sent again.
+Every error raised here, and every body kept, goes through the client's redactor (``context.redactor``).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from lipsyncer.core.errors import (
     UnsupportedOptionError,
     WebhookVerificationError,
 )
+from lipsyncer.core.http import json_body
 from lipsyncer.core.provider import (
     ModelSpec,
     Provider,
@@ -42,7 +48,7 @@ from lipsyncer.core.schema import (
     utcnow,
 )
 
-from ._errors import error_from_response, redact
+from ._errors import Envelope, create_refused, error_from_response
 from ._wire import (
     DEFAULT_BASE_URL,
     ENDPOINT,
@@ -120,6 +126,7 @@ class UnifiedProvider(Provider):
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
         self._client: httpx.AsyncClient | None = None
+        context.redactor.attach()  # log lines of the lipsyncer tree, while this provider's redactor lives
 
     # ------------------------------------------------------------------ settings
 
@@ -230,12 +237,15 @@ class UnifiedProvider(Provider):
         return {"Authorization": f"Bearer {self.context.key()}"}
 
     def _scrub(self, value: Any) -> Any:
-        """Keep the key out of messages, details and raw bodies, even if a proxy echoes it back."""
-        key = self.context.api_key.get_secret_value() if self.context.api_key is not None else ""
-        return redact(value, key) if key else value
+        """Keep the client's secrets out of messages, details and raw bodies, even if a proxy echoes them."""
+        return self.context.redactor.value(value)
 
     async def _get_task(self, task_id: str) -> Task:
         """One look-up of an accepted task; transient failures are retryable (the poller retries them)."""
+        with self.context.redactor.scrubbing():
+            return await self._look_up(task_id)
+
+    async def _look_up(self, task_id: str) -> Task:
         path = TASKS + quote(task_id, safe="")
         try:
             response = await self._http().get(path, headers=self._auth())
@@ -276,14 +286,27 @@ class UnifiedProvider(Provider):
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Submission:
+        with self.context.redactor.scrubbing():
+            return await self._create(request, model, video_url, audio_url, webhook_url)
+
+    async def _create(
+        self,
+        request: LipsyncRequest,
+        model: ModelSpec,
+        video_url: str,
+        audio_url: str,
+        webhook_url: str | None,
+    ) -> Submission:
         self.check(request, model)
         body = self.body(request, model, video_url=video_url, audio_url=audio_url, webhook_url=webhook_url)
-        headers = self._auth()
+        content = json_body(body, what=f"{self.id} create call")  # before anything leaves
+        headers = {**self._auth(), "Content-Type": "application/json"}
         try:
-            response = await self._http().post(ENDPOINT, json=body, headers=headers)
+            response = await self._http().post(ENDPOINT, content=content, headers=headers)
         except _NOT_SENT as exc:
             raise ProviderUnavailableError(
-                f"could not reach {self.base_url}: {type(exc).__name__}: {self._scrub(str(exc))}",
+                f"could not reach {self.base_url}: {type(exc).__name__}: {self._scrub(str(exc))}; "
+                "nothing was sent",
                 provider=self.id,
                 code="connect_error",
                 retryable=True,
@@ -297,18 +320,23 @@ class UnifiedProvider(Provider):
                 provider=self.id,
             ) from None
         log.debug("POST %s model=%s -> %s", ENDPOINT, body["model"], response.status_code)
-        if response.status_code == 504:
+        if not response.is_success:
+            if create_refused(response):
+                raise error_from_response(response, provider=self.id, accepted=False, scrub=self._scrub)
+            envelope = Envelope.of(response)
             raise SubmitOutcomeUnknownError(
-                f"{self.id} answered 504 (gateway timeout) to the create call; the task may exist",
+                f"{self.id} answered HTTP {response.status_code} ({self._scrub(envelope.summary)}) to the "
+                "create call after it was sent; the task may exist",
                 provider=self.id,
+                status_code=response.status_code,
             )
-        if response.status_code != 200:
-            raise error_from_response(response, provider=self.id, accepted=False, scrub=self._scrub)
         try:
             task = parse_task(self._scrub(response.json()))
         except ValueError:
             raise SubmitOutcomeUnknownError(
-                f"{self.id} answered the create call without a task id; the task may exist", provider=self.id
+                f"{self.id} answered the create call without a task id; the task may exist",
+                provider=self.id,
+                status_code=response.status_code,
             ) from None
         log.info("unified task %s created (model %s)", task.id, body["model"])
         return Submission(
@@ -331,7 +359,8 @@ class UnifiedProvider(Provider):
         return job.remote_id
 
     async def status(self, job: Job) -> JobStatus:
-        return job_status(await self._get_task(self._task_id(job)))
+        with self.context.redactor.scrubbing():
+            return job_status(await self._get_task(self._task_id(job)))
 
     def _output(self, task: Task) -> ProviderOutput:
         url = task.results[0]
@@ -342,6 +371,10 @@ class UnifiedProvider(Provider):
         return ProviderOutput(video=video, raw=task.raw)
 
     async def result(self, job: Job) -> ProviderOutput:
+        with self.context.redactor.scrubbing():
+            return await self._result(job)
+
+    async def _result(self, job: Job) -> ProviderOutput:
         task = await self._get_task(self._task_id(job))
         if task.state is JobState.COMPLETED:
             if not task.results:
@@ -373,6 +406,10 @@ class UnifiedProvider(Provider):
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Callbacks are unsigned, so only a hint: take the task id from the body, trust only a fresh look-up."""
+        with self.context.redactor.scrubbing():
+            return await self._parse_webhook(body)
+
+    async def _parse_webhook(self, body: bytes) -> WebhookEvent:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):

@@ -1,0 +1,202 @@
+"""Many jobs at once: ``run_many``'s engine, outcomes in completion order.
+
+Every item carries a key that is its job's idempotency key: a batch run again (after a crash, a deploy, a
+Ctrl-C) submits nothing twice — finished items come back from the store, unfinished ones are resumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import anyio
+
+from .errors import LipsyncError
+from .manifest import ManifestError, ManifestRow, RowProblem
+from .router import RoutePlan
+from .schema import Cost, Job, JobState, LipsyncRequest, LipsyncResult, MediaKind
+
+if TYPE_CHECKING:
+    from .client import AsyncLipsyncer
+    from .waiting import StatusCallback
+
+__all__ = ["BatchItem", "BatchPlan", "Outcome", "PlannedRow", "plan_batch", "run_batch"]
+
+
+class BatchItem(NamedTuple):
+    """One job of a batch: its key (the idempotency key), the request, and where to save the video."""
+
+    key: str
+    request: LipsyncRequest
+    save_to: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one item ended: its result, or the typed error (with the stored job when one exists)."""
+
+    key: str
+    result: LipsyncResult | None = None
+    error: LipsyncError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    @property
+    def job_id(self) -> str | None:
+        if self.result is not None:
+            return self.result.job_id
+        job = self.error.job if self.error is not None else None
+        return job.id if isinstance(job, Job) else None
+
+
+async def run_batch(
+    client: AsyncLipsyncer,
+    items: Iterable[BatchItem | tuple[str, LipsyncRequest]],
+    *,
+    concurrency: int | None,
+    on_status: StatusCallback | None = None,
+) -> AsyncIterator[Outcome]:
+    batch = [BatchItem(*item) for item in items]
+    keys = [item.key for item in batch]
+    if len(set(keys)) != len(keys):
+        from .errors import InvalidRequestError
+
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        raise InvalidRequestError(
+            f"batch keys must be unique; repeated: {', '.join(duplicated[:5])}",
+            field="key",
+            fix="give every item its own key (it is the item's idempotency key)",
+        )
+    send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
+    limiter = anyio.CapacityLimiter(concurrency) if concurrency else None
+
+    async def one(item: BatchItem) -> None:
+        async with AsyncExitStack() as stack:
+            if limiter is not None:
+                await stack.enter_async_context(limiter)
+            try:
+                result = await client.run(
+                    item.request, idempotency_key=item.key, save_to=item.save_to, on_status=on_status
+                )
+                outcome = Outcome(key=item.key, result=result)
+            except LipsyncError as exc:
+                outcome = Outcome(key=item.key, error=exc)
+        await send.send(outcome)
+
+    async with anyio.create_task_group() as tg, receive, send:
+        for item in batch:
+            tg.start_soon(one, item)
+        for _ in batch:
+            yield await receive.receive()
+
+
+# ---------------------------------------------------------------------------------------- manifests
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    """One manifest row, routed and priced: what a run would do with it."""
+
+    row: ManifestRow
+    key: str
+    provider: str | None
+    estimate: Cost | None
+    """The dearest candidate's estimate: a fallback can never spend more than this."""
+    refused: str | None = None
+    """Why the row is not sent (over the budget); None when it runs."""
+    stored: Job | None = None
+    """The job already stored under the row's key (a re-run)."""
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    rows: list[PlannedRow]
+    budget: Decimal | None
+
+    @property
+    def runnable(self) -> list[PlannedRow]:
+        return [p for p in self.rows if p.refused is None]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.estimate.amount for p in self.runnable if p.estimate is not None), Decimal(0))
+
+    def per_provider(self) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for p in self.runnable:
+            if p.provider is not None and p.estimate is not None:
+                out[p.provider] = out.get(p.provider, Decimal(0)) + p.estimate.amount
+        return dict(sorted(out.items()))
+
+
+def plan_batch(
+    client: AsyncLipsyncer,
+    rows: Iterable[ManifestRow],
+    *,
+    budget: Decimal | None = None,
+    retry_failed: bool = False,
+    source: str | Path = "manifest",
+) -> BatchPlan:
+    """Route and price every row before anything is sent; raise :class:`ManifestError` naming every row no
+    route can serve or whose media cannot be read. Rows that would take the committed spend (finished rows'
+    costs, then each runnable row's estimate, in manifest order) over ``budget`` are refused with the reason.
+    """
+    rows = list(rows)
+    problems: list[RowProblem] = []
+    routed: list[tuple[ManifestRow, RoutePlan]] = []
+    path = Path(source)
+    for row in rows:
+        try:
+            local = all(m.kind is MediaKind.PATH for m in (row.request.video, row.request.audio))
+            plan = client.estimate(row.request) if local else client.route(row.request)
+        except LipsyncError as exc:
+            problems.append(RowProblem(row.line, row.id, exc.message, exc.fix))
+            continue
+        routed.append((row, plan))
+    if problems:
+        raise ManifestError(path, problems)
+    planned: list[PlannedRow] = []
+    committed = Decimal(0)
+    for row, plan in routed:
+        key, stored = _key_for(client, row.id, retry_failed)
+        seconds = plan.output_seconds
+        estimate = (
+            max((r.cost(seconds) for r in plan.candidates), key=lambda c: c.amount) if seconds else None
+        )
+        if stored is not None and stored.state is JobState.COMPLETED:
+            spent = stored.result.cost if stored.result is not None and stored.result.cost else estimate
+            committed += spent.amount if spent is not None else Decimal(0)
+            planned.append(PlannedRow(row, key, stored.provider, spent, stored=stored))
+            continue
+        refused = None
+        if budget is not None:
+            if estimate is None:
+                refused = "its cost cannot be estimated (remote media), so the budget cannot be held"
+            elif committed + estimate.amount > budget:
+                refused = (
+                    f"estimated ${estimate.amount} would take the batch's committed ${committed} over the "
+                    f"${budget} budget"
+                )
+            else:
+                committed += estimate.amount
+        planned.append(PlannedRow(row, key, plan.first.provider.id, estimate, refused=refused, stored=stored))
+    return BatchPlan(rows=planned, budget=budget)
+
+
+def _key_for(client: AsyncLipsyncer, row_id: str, retry_failed: bool) -> tuple[str, Job | None]:
+    """The row's idempotency key: its id; with ``retry_failed``, a new key after each failed or cancelled
+    attempt (``id~2``, ``id~3``...), so a retry is a new job and the failed one stays on record."""
+    key, n = row_id, 1
+    while True:
+        stored = client.store.get_by_key(key)
+        if stored is None or not retry_failed or stored.state not in (JobState.FAILED, JobState.CANCELLED):
+            return key, stored
+        n += 1
+        key = f"{row_id}~{n}"

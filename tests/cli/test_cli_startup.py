@@ -1,0 +1,62 @@
+"""Start-up stays cheap: what `import lipsyncer` and `lipsyncer --help` load, checked by module, not by clock.
+
+The timings themselves are measured by ``bench/startup.py`` (best of N, fresh interpreters); a test asserts
+what makes them small, so it cannot flake on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("httpx", "pydantic", "rich", "av", "fal_client", "lipsyncer.providers", "lipsyncer.core.client")
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def heavy(modules: set[str]) -> set[str]:
+    return {m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)}
+
+
+def test_import_lipsyncer_loads_nothing_heavy() -> None:
+    assert heavy(loaded_after("import lipsyncer")) == set()
+
+
+def test_a_public_name_loads_on_first_use() -> None:
+    modules = loaded_after("from lipsyncer import LipsyncRequest")
+    assert "lipsyncer.core.schema" in modules and "lipsyncer.core.client" not in modules
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
+def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from lipsyncer.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stdout.flush()"
+    )
+    modules = loaded_after(code)
+    assert heavy(modules) == set(), sorted(heavy(modules))
+    commands = {"lipsyncer.cli.run", "lipsyncer.cli.providers", "lipsyncer.cli.demo"}
+    assert not modules & commands
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    code = (
+        "import lipsyncer\n"
+        "names = [n for n in lipsyncer.__all__ if n != '__version__']\n"
+        "assert sorted(names) == sorted(lipsyncer._WHERE), 'lipsyncer.__all__ and _WHERE disagree'\n"
+        "for name in names:\n"
+        "    value = getattr(lipsyncer, name)\n"
+        "    assert getattr(value, '__name__', name) == name, (name, value)\n"
+        "assert set(names) <= set(dir(lipsyncer))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,6 +9,7 @@ happens under the job's claim.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import anyio
@@ -30,6 +31,9 @@ _TRANSIENT_ERRORS = 8
 _CLAIM_RETRIES = 100
 """Times a completion waits (up to 30 s each) for another owner's claim: well past a claim's lease."""
 
+_SLOT_WAIT = 2.0
+"""Seconds (give or take half) a submit waits, re-scheduled, before asking again for an in-flight slot."""
+
 _WORKER_DIED = "the worker sending it stopped before it stored the provider's answer"
 
 
@@ -44,13 +48,23 @@ def _provider_finished(job: Job) -> bool:
 def register(app: Any, fleet: Fleet) -> None:
     """Define the tasks on ``app``: ``lipsyncer.submit``, ``.poll``, ``.complete`` and ``.sweep``."""
     # shared=False: each app runs its own fleet's tasks (Celery would otherwise hand every app the first ones).
-    options = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "shared": False}
+    # max_retries=None: a submit waiting for a slot, or a completion for its provider, comes back until done.
+    options = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "shared": False,
+        "max_retries": None,
+    }
 
     @app.task(name=SUBMIT, **options)  # type: ignore[untyped-decorator]
     def submit(self: Any, job_id: str) -> dict[str, Any]:
         """Send the prepared job (once, however often this runs), then start polling it."""
 
-        async def go(client: AsyncLipsyncer) -> tuple[Job, float]:
+        async def go(client: AsyncLipsyncer) -> tuple[Job | None, float]:
+            wait = await _admission_wait(client, client.lifecycle.fresh(job_id))
+            if wait:
+                return None, wait
             job = await client.send(job_id)
             if (
                 job.state is JobState.SUBMITTING
@@ -62,10 +76,15 @@ def register(app: Any, fleet: Fleet) -> None:
             return job, first
 
         try:
-            job, first = fleet.runtime.call(go, job_id=job_id)
-        except LipsyncError:
-            fleet.send_complete(job_id)  # the job's result id carries the failure too
+            sent, first = fleet.runtime.call(go, job_id=job_id)
+        except LipsyncError as exc:
+            settled = exc.job is not None and (exc.job.state.finished or exc.job.state is JobState.UNKNOWN)
+            if settled:
+                fleet.send_complete(job_id)  # the job's result id carries the failure too
             raise
+        if sent is None:  # the provider's limits say not yet: come back instead of holding a worker
+            raise self.retry(countdown=first)
+        job = sent
         if job.remote_id is not None:
             fleet.send_poll(job.id, step=0, failures=0, countdown=0.0 if _provider_finished(job) else first)
         elif job.state is JobState.UNKNOWN:
@@ -122,7 +141,7 @@ def register(app: Any, fleet: Fleet) -> None:
         if outcome is not None:
             return outcome
         if not_done:
-            raise self.retry(countdown=not_done, max_retries=None)
+            raise self.retry(countdown=not_done)
         # Another owner holds the claim: it completes the job, or its lease runs out and this run does.
         countdown = min(2.0**self.request.retries, 30.0)
         raise self.retry(countdown=countdown, max_retries=_CLAIM_RETRIES)
@@ -145,6 +164,24 @@ def register(app: Any, fleet: Fleet) -> None:
                 fleet.send_submit(job.id)
                 counts["submitted"] += 1
         return counts
+
+
+async def _admission_wait(client: AsyncLipsyncer, job: Job) -> float:
+    """Seconds to come back after, when the provider's limits hold this job's send back (0: send now).
+
+    ``send`` would wait for a slot inside the task, holding a worker while others need it to settle the jobs
+    that free slots; instead the task takes the job's in-flight slot itself (``send`` then finds it taken
+    for this job) or is re-scheduled. A submit rate is still waited for in ``send``: at most 60 / rate s."""
+    if job.state is not JobState.SUBMITTING or job.sends or job.remote_id is not None:
+        return 0.0
+    limits = client.registry.limits
+    paused = await limits.backend.paused_for(job.provider)
+    if paused > 0:
+        return paused
+    cap = client.settings.provider(job.provider).max_in_flight
+    if cap is not None and not limits.backend.try_acquire(job.provider, job.id, cap):
+        return _SLOT_WAIT * random.uniform(0.5, 1.5)  # spread the retries of many waiting submits
+    return 0.0
 
 
 def _check_deadlines(job: Job, policy: PollingPolicy) -> None:

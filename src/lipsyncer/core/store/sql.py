@@ -4,6 +4,8 @@ Every operation that must be atomic across processes is one statement: compare-a
 ``UPDATE ... WHERE`` (PostgreSQL re-checks the ``WHERE`` on the row it waited for, SQLite serialises writers),
 and a key replay is ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING``. Single statements run in
 autocommit; the few multi-statement changes (opening, migrating, deleting) run in one transaction.
+``synchronous=NORMAL`` in SQLite's WAL mode survives a process kill (only an OS crash can lose the last
+commits), which is the failure this store exists for, at a fraction of the cost of an fsync per write.
 
 The schema version is stored in the database (SQLite: ``PRAGMA user_version``; elsewhere: the
 ``lipsyncer_schema`` table). An embedded SQLite store is migrated in place when opened; a shared server
@@ -13,6 +15,7 @@ workers rewriting one schema under each other.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -119,6 +123,57 @@ def _job(data: object, version: object) -> Job:
     return job
 
 
+class _Statements:
+    """Every statement built once per dialect: executing a prebuilt statement skips SQLAlchemy's building and
+    cache-key work, which would otherwise cost more than SQLite's own write."""
+
+    def __init__(self, is_sqlite: bool) -> None:
+        j, h = _jobs, _history
+        dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+        self.create = (
+            dialect_insert(j).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(j.c.id)
+        )
+        self.swap = (
+            update(j)
+            .where(j.c.id == bindparam("b_id"), j.c.version == bindparam("b_expected"))
+            .values(
+                provider=bindparam("b_provider"),
+                remote_id=bindparam("b_remote_id"),
+                state=bindparam("b_state"),
+                updated_at=bindparam("b_updated_at"),
+                data=bindparam("b_data"),
+                version=bindparam("b_version"),
+            )
+        )
+        row = select(j.c.data, j.c.version)
+        self.by_id = row.where(j.c.id == bindparam("b_value")).limit(1)
+        self.by_key = row.where(j.c.idempotency_key == bindparam("b_value")).limit(1)
+        self.by_remote = row.where(
+            j.c.provider == bindparam("b_provider"), j.c.remote_id == bindparam("b_remote")
+        )
+        self.by_remote = self.by_remote.limit(1)
+        free = or_(
+            j.c.claim_owner.is_(None),
+            j.c.claim_owner == bindparam("b_owner"),
+            j.c.claim_until <= bindparam("b_now"),
+        )
+        self.claim = (
+            update(j)
+            .where(j.c.id == bindparam("b_id"), free)
+            .values(claim_owner=bindparam("b_owner"), claim_until=bindparam("b_until"))
+        )
+        self.release = (
+            update(j)
+            .where(j.c.id == bindparam("b_id"), j.c.claim_owner == bindparam("b_owner"))
+            .values(claim_owner=None, claim_until=None)
+        )
+        self.claim_of = select(j.c.claim_owner, j.c.claim_until).where(j.c.id == bindparam("b_id"))
+        self.record = h.insert()
+        self.history = select(h.c.data).where(h.c.job_id == bindparam("b_id")).order_by(h.c.seq)
+        self.forget_history = delete(h).where(h.c.job_id == bindparam("b_id"))
+        self.forget_job = delete(j).where(j.c.id == bindparam("b_id"))
+
+
 class SQLJobStore:
     """The job store on any SQLAlchemy URL it supports: ``sqlite:///path`` or ``postgresql://...``.
 
@@ -127,6 +182,9 @@ class SQLJobStore:
             ``max_overflow``, ``pool_timeout`` and ``pool_recycle`` size the connection pool.
         migrate: bring an older schema up to date when opening. Default: yes for SQLite (one host, embedded),
             no for a server (run ``lipsyncer jobs migrate`` once, with the workers stopped).
+
+    SQLite gets one connection, serialised by a lock (WAL lets other processes read and write alongside);
+    a server gets a pool, each statement on a connection of its own.
     """
 
     def __init__(self, url: str | URL, *, migrate: bool | None = None) -> None:
@@ -135,7 +193,11 @@ class SQLJobStore:
         self._sqlite = parsed.get_backend_name() == "sqlite"
         pool = {k: int(v) for k, v in parsed.query.items() if k in _POOL_PARAMS and isinstance(v, str)}
         parsed = parsed.difference_update_query(_POOL_PARAMS)
-        options: dict[str, Any] = {"hide_parameters": True}  # job data stays out of exception texts
+        options: dict[str, Any] = {
+            "hide_parameters": True,  # job data stays out of exception texts
+            "isolation_level": "AUTOCOMMIT",  # one statement, one commit; transactions are explicit
+            "pool_reset_on_return": None,  # nothing is left open to roll back
+        }
         if self._sqlite:
             options["connect_args"] = {"timeout": 30}
         else:
@@ -147,38 +209,59 @@ class SQLJobStore:
                 f"cannot open job store {redacted(parsed)}: {type(exc).__name__}",
                 fix="for PostgreSQL install the extra: pip install 'lipsyncer[postgresql]'",
             ) from None
-        if self._sqlite:
-            event.listen(self._engine, "connect", _sqlite_pragmas)
-        self._auto = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sql = _Statements(self._sqlite)
+        self._lock = threading.Lock()
+        self._shared: Connection | None = None
         try:
+            if self._sqlite:
+                event.listen(self._engine, "connect", _sqlite_pragmas)
+                self._shared = self._engine.connect()
             self._open_schema(self._sqlite if migrate is None else migrate)
         except OperationalError as exc:
-            self._engine.dispose()
+            self.close()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
             raise ConfigError(
                 f"cannot open job store {redacted(self.url)}: {reason}",
                 fix="check job_store (host, port, database, user) and that the database server is running",
             ) from None
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redacted(self.url)!r})"
 
     def close(self) -> None:
+        with self._lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
         self._engine.dispose()
 
-    # ------------------------------------------------------------------ schema
+    # ------------------------------------------------------------------ connections
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if self._shared is None and self._sqlite:
+            raise ConfigError(f"job store {self!r} is closed")
+        if self._sqlite:
+            with self._lock:
+                assert self._shared is not None
+                yield self._shared
+            return
+        with self._engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         """One transaction; on SQLite ``BEGIN IMMEDIATE``, so concurrent writers wait instead of failing."""
         if not self._sqlite:
-            with self._engine.begin() as conn:
-                yield conn
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+                with conn.begin():
+                    yield conn
             return
-        with self._auto.connect() as conn:
+        with self._connection() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -186,6 +269,17 @@ class SQLJobStore:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    def _write(self, statement: Any, params: Mapping[str, Any]) -> int:
+        with self._connection() as conn:
+            return int(conn.execute(statement, params).rowcount)
+
+    def _one(self, statement: Any, params: Mapping[str, Any]) -> Job | None:
+        with self._connection() as conn:
+            row = conn.execute(statement, params).first()
+        return _job(*row) if row is not None else None
+
+    # ------------------------------------------------------------------ schema
 
     def _open_schema(self, migrate: bool) -> None:
         with self._transaction() as conn:
@@ -239,35 +333,17 @@ class SQLJobStore:
 
     @property
     def schema_version(self) -> int:
-        with self._auto.connect() as conn:
+        with self._connection() as conn:
             return self._stored_version(conn) or 0
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _write(self, statement: Any, params: Mapping[str, Any] | None = None) -> int:
-        with self._auto.connect() as conn:
-            return int(conn.execute(statement, params or {}).rowcount)
-
-    def _one(self, *where: Any) -> Job | None:
-        with self._auto.connect() as conn:
-            row = conn.execute(select(_jobs.c.data, _jobs.c.version).where(*where).limit(1)).first()
-        return _job(*row) if row is not None else None
 
     # ------------------------------------------------------------------ the protocol
 
     def create(self, job: Job) -> Job:
         job.version = 1
         row = _row(job)
-        dialect_insert = sqlite.insert if self._sqlite else postgresql.insert
-        statement = (
-            dialect_insert(_jobs)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(_jobs.c.id)
-        )
         try:
-            with self._auto.connect() as conn:
-                inserted = conn.execute(statement).first() is not None
+            with self._connection() as conn:
+                inserted = conn.execute(self._sql.create, row).first() is not None
         except IntegrityError:  # the id itself collided: not a key replay, a bug
             raise ConfigError(f"job id {job.id} is already stored") from None
         if inserted:
@@ -282,79 +358,64 @@ class SQLJobStore:
         new = job.model_copy(deep=True)
         new.version = expected + 1
         row = _row(new)
-        changed = self._write(
-            update(_jobs)
-            .where(_jobs.c.id == new.id, _jobs.c.version == expected)
-            .values(
-                provider=row["provider"],
-                remote_id=row["remote_id"],
-                state=row["state"],
-                updated_at=row["updated_at"],
-                data=row["data"],
-                version=row["version"],
-            )
-        )
-        return new if changed else None
+        params = {
+            f"b_{k}": row[k]
+            for k in ("id", "provider", "remote_id", "state", "updated_at", "data", "version")
+        }
+        params["b_expected"] = expected
+        return new if self._write(self._sql.swap, params) else None
 
     def get(self, job_id: str) -> Job | None:
-        return self._one(_jobs.c.id == job_id)
+        return self._one(self._sql.by_id, {"b_value": job_id})
 
     def get_by_key(self, idempotency_key: str) -> Job | None:
-        return self._one(_jobs.c.idempotency_key == idempotency_key)
+        return self._one(self._sql.by_key, {"b_value": idempotency_key})
 
     def find_remote(self, provider: str, remote_id: str) -> Job | None:
-        return self._one(_jobs.c.provider == provider, _jobs.c.remote_id == remote_id)
+        return self._one(self._sql.by_remote, {"b_provider": provider, "b_remote": remote_id})
 
     def list_jobs(self, *, states: Iterable[JobState] | None = None, limit: int = 100) -> list[Job]:
         query = select(_jobs.c.data, _jobs.c.version)
         if states is not None:
             query = query.where(_jobs.c.state.in_([s.value for s in states]))
         query = query.order_by(_jobs.c.submitted_at.desc()).limit(limit)
-        with self._auto.connect() as conn:
+        with self._connection() as conn:
             return [_job(*row) for row in conn.execute(query)]
 
     def delete(self, job_id: str) -> bool:
         with self._transaction() as conn:
-            conn.execute(delete(_history).where(_history.c.job_id == job_id))
-            return bool(conn.execute(delete(_jobs).where(_jobs.c.id == job_id)).rowcount)
+            conn.execute(self._sql.forget_history, {"b_id": job_id})
+            return bool(conn.execute(self._sql.forget_job, {"b_id": job_id}).rowcount)
 
     def claim(self, job_id: str, owner: str, *, until: float, now: float) -> bool:
-        free = or_(_jobs.c.claim_owner.is_(None), _jobs.c.claim_owner == owner, _jobs.c.claim_until <= now)
-        statement = (
-            update(_jobs).where(_jobs.c.id == job_id, free).values(claim_owner=owner, claim_until=until)
-        )
-        return bool(self._write(statement))
+        params = {"b_id": job_id, "b_owner": owner, "b_until": until, "b_now": now}
+        return bool(self._write(self._sql.claim, params))
 
     def release(self, job_id: str, owner: str) -> None:
-        self._write(
-            update(_jobs)
-            .where(_jobs.c.id == job_id, _jobs.c.claim_owner == owner)
-            .values(claim_owner=None, claim_until=None)
-        )
+        self._write(self._sql.release, {"b_id": job_id, "b_owner": owner})
 
     def claim_of(self, job_id: str) -> Claim | None:
-        with self._auto.connect() as conn:
-            row = conn.execute(
-                select(_jobs.c.claim_owner, _jobs.c.claim_until).where(_jobs.c.id == job_id)
-            ).first()
+        with self._connection() as conn:
+            row = conn.execute(self._sql.claim_of, {"b_id": job_id}).first()
         if row is None or row[0] is None:
             return None
         return Claim(owner=str(row[0]), until=float(row[1]))
 
     def record_status(self, job_id: str, status: JobStatus) -> None:
-        self._write(
-            _history.insert().values(
-                job_id=job_id,
-                observed_at=status.observed_at.isoformat(),
-                state=status.state.value,
-                data=status.model_dump_json(),
-            )
-        )
+        params = {
+            "job_id": job_id,
+            "observed_at": status.observed_at.isoformat(),
+            "state": status.state.value,
+            "data": status.model_dump_json(),
+        }
+        self._write(self._sql.record, params)
 
     def history(self, job_id: str) -> list[JobStatus]:
-        query = select(_history.c.data).where(_history.c.job_id == job_id).order_by(_history.c.seq)
-        with self._auto.connect() as conn:
-            return [JobStatus.model_validate_json(str(r[0])) for r in conn.execute(query)]
+        with self._connection() as conn:
+            return [
+                JobStatus.model_validate_json(str(r[0]))
+                for r in conn.execute(self._sql.history, {"b_id": job_id})
+            ]
 
 
 class SQLiteJobStore(SQLJobStore):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 
-PROVIDER_IDS = ("fal-legacy", "fal-v2", "fal-v2-pro", "fal-v3", "unified")
+PROVIDER_IDS = ("fal-legacy", "fal-v2", "fal-v2-pro", "fal-v3", "syncso", "unified")
 SANDBOX_KEYS = {"FAL_KEY": "sandbox-fal-key", "EVOLINK_API_KEY": "sandbox-unified-key"}
 REPO = Path(__file__).resolve().parents[2]
 

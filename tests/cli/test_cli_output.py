@@ -9,8 +9,15 @@ from cli_support import PROVIDER_IDS, SANDBOX_KEYS, Invoke, Media, probe_mp4
 
 from lipsyncer.contrib.sandbox import LoopbackServer, Sandbox
 from lipsyncer.core.jobs import SQLiteJobStore
-from lipsyncer.core.media import output_duration
 from lipsyncer.core.schema import JobState
+
+
+def sync_rule(mode: str, v: float, a: float) -> float:
+    """The output length each sync mode gives (reference §1), written out here rather than imported."""
+    return {"cut_off": min(v, a), "loop": a, "bounce": a, "silence": v, "remap": a}[
+        str(getattr(mode, "value", mode))
+    ]
+
 
 RESULT_KEYS = {
     "job_id",
@@ -51,7 +58,7 @@ def test_run_json_is_one_document_with_the_documented_keys(
     assert saved == (clean_env / "out.mp4").resolve()
     seconds, videos = probe_mp4(saved)
     assert videos == 1
-    expected = output_duration("loop", media.video_seconds, media.audio_seconds)
+    expected = sync_rule("loop", media.video_seconds, media.audio_seconds)
     assert abs(seconds - expected) <= 0.1
     assert abs(payload["cost"]["seconds"] - expected) <= 0.1
     # People still get the story, on stderr.
@@ -98,7 +105,7 @@ def test_route_and_estimate_json(cli: Invoke, media: Media) -> None:
     )
     assert outcome.code == 0, outcome.stderr
     estimate = json.loads(outcome.stdout)
-    assert estimate["output_seconds"] == output_duration("cut_off", media.video_seconds, media.audio_seconds)
+    assert estimate["output_seconds"] == sync_rule("cut_off", media.video_seconds, media.audio_seconds)
     cost = estimate["candidates"][0]["estimated_cost"]
     assert cost["basis"] == "estimate" and float(cost["amount"]) > 0
 
@@ -125,7 +132,7 @@ def test_estimate_takes_durations_for_urls(cli: Invoke) -> None:
     estimate = json.loads(outcome.stdout)
     assert estimate["output_seconds"] == 60
     by_route = {c["route"]: c["estimated_cost"]["amount"] for c in estimate["candidates"]}
-    assert set(by_route) == {"fal-v3:sync-3", "unified:sync-3"}
+    assert set(by_route) == {"fal-v3:sync-3", "syncso:sync-3", "unified:sync-3"}
 
 
 def test_providers_lists_every_builtin_and_never_a_key(cli: Invoke) -> None:
@@ -144,6 +151,11 @@ def test_providers_lists_every_builtin_and_never_a_key(cli: Invoke) -> None:
     assert set(rows) >= set(PROVIDER_IDS)
     assert rows["fal-v3"]["credential_env"] == "FAL_KEY" and rows["fal-v3"]["credentials"] == "found"
     assert rows["unified"]["credential_env"] == "EVOLINK_API_KEY"
+    syncso = rows["syncso"]
+    assert (syncso["credential_env"], syncso["credentials"]) == ("SYNC_API_KEY", "missing")
+    assert "idempotent submits" in syncso["features"] and "cancel" not in syncso["features"]
+    react = next(m for m in syncso["models"] if m["id"] == "react-1")
+    assert {"model_mode", "emotion"} <= set(react["options"])
     assert "temperature" in next(m for m in rows["unified"]["models"] if m["id"] == "lipsync-2")["options"]
     assert all(row["plugin"] != "?" for row in rows.values())
     assert {s["id"] for s in payload["storages"]} == {"fal-cdn"}

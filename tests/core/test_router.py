@@ -98,7 +98,10 @@ def test_no_route_error_suggests_where_the_option_is_honoured() -> None:
         client().route(request)
     text = str(info.value)
     assert "fal-v2-pro:lipsync-2-pro: does not honour temperature" in text
-    assert "temperature is honoured by unified:lipsync-2, unified:lipsync-2-pro" in text
+    assert (
+        "temperature is honoured by syncso:lipsync-2, syncso:lipsync-2-pro, syncso:lipsync-1.9.0-beta, "
+        "syncso:react-1, unified:lipsync-2, unified:lipsync-2-pro"
+    ) in text
     assert "without temperature: fal-v2-pro:lipsync-2-pro" in text
 
 
@@ -148,5 +151,8 @@ def test_explain_names_candidates_and_exclusions() -> None:
 
 
 @pytest.mark.parametrize("option", [Option.MODEL_MODE, Option.EMOTION])
-def test_react_options_have_no_seed_route(option: Option) -> None:
-    assert not any(option in m.options for cls in HOST.providers.values() for m in cls.models)
+def test_react_options_are_honoured_by_react_1_on_syncso_only(option: Option) -> None:
+    routes = {
+        f"{cls.id}:{m.id}" for cls in HOST.providers.values() for m in cls.models if option in m.options
+    }
+    assert routes == {"syncso:react-1"}

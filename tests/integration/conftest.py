@@ -25,7 +25,11 @@ def media(tmp_path: Path) -> SampleMedia:
 
 @pytest.fixture
 def keys(sandbox: Sandbox) -> dict[str, str]:
-    return {"FAL_KEY": sandbox.config.fal_key, "EVOLINK_API_KEY": sandbox.config.unified_key}
+    return {
+        "FAL_KEY": sandbox.config.fal_key,
+        "EVOLINK_API_KEY": sandbox.config.unified_key,
+        "SYNC_API_KEY": sandbox.config.syncso_key,
+    }
 
 
 @pytest.fixture

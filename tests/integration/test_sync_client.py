@@ -88,7 +88,7 @@ def test_typed_errors_for_unknown_jobs_and_missing_keys(tmp_path: Path) -> None:
         )
         with pytest.raises(NoRouteError) as info:
             bare.route(request)
-    assert info.value.fix == "set EVOLINK_API_KEY or FAL_KEY"
+    assert info.value.fix == "set EVOLINK_API_KEY or FAL_KEY or SYNC_API_KEY"
     assert {e.kind for e in info.value.exclusions} >= {"credentials", "model"}
 
 

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 FAL_AUTH = {"Authorization": "Key sandbox-fal-key"}
 UNIFIED_AUTH = {"Authorization": "Bearer sandbox-unified-key"}
 KEYS = {"FAL_KEY": "sandbox-fal-key", "EVOLINK_API_KEY": "sandbox-unified-key"}
-PROVIDERS = ("fal-v3", "fal-v2", "fal-v2-pro", "fal-legacy", "unified")
+PROVIDERS = ("fal-v3", "fal-v2", "fal-v2-pro", "fal-legacy", "unified", "syncso")
 FAST_POLLING = "[polling]\ninitial_interval = 0.05\nmax_interval = 0.2\nmultiplier = 1.5\n"
 
 
@@ -72,6 +72,7 @@ def expected_config(base_url: str | None, *, insecure: bool) -> dict[str, object
     providers: dict[str, dict[str, object]] = {pid: dict(target) for pid in PROVIDERS}
     if insecure:
         providers["unified"]["options"] = {"allow_insecure_callbacks": True}
+        providers["syncso"]["options"] = {"allow_insecure_webhooks": True}
     return {"storage": "fal-cdn", "storages": {"fal-cdn": dict(target)}, "providers": providers}
 
 

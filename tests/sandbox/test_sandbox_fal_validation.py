@@ -207,9 +207,20 @@ async def test_strict_mode_rejects_what_would_be_ignored(
             "too_short",
         ),
         (
-            {"active_speaker_detection": {"bounding_boxes": [None, [1, 2, 3]]}},
+            {"active_speaker_detection": {"bounding_boxes": [[1, 2, 3, 4], [1, 2, 3]]}},
             ["body", "options", "active_speaker_detection", "bounding_boxes", 1],
             "too_short",
+        ),
+        # fal's published types: integers only, and no null frames (sync.so's own API allows them).
+        (
+            {"active_speaker_detection": {"bounding_boxes": [[1, 2, 3, 4], None]}},
+            ["body", "options", "active_speaker_detection", "bounding_boxes", 1],
+            "list_type",
+        ),
+        (
+            {"active_speaker_detection": {"frame_number": 0, "coordinates": [1.5, 2]}},
+            ["body", "options", "active_speaker_detection", "coordinates", 0],
+            "int_from_float",
         ),
         (
             {"active_speaker_detection": {"bounding_boxes_url": 5}},
@@ -235,7 +246,7 @@ async def test_valid_v3_speaker_hints_pass(sandbox: Sandbox, http: httpx.AsyncCl
     speaker = {
         "frame_number": 0,
         "coordinates": [80, 60],
-        "bounding_boxes": [[10, 10, 50, 50], None],
+        "bounding_boxes": [[10, 10, 50, 50], [12, 10, 52, 50.0]],
         "bounding_boxes_url": "https://example.com/boxes.json",
         "face_image": base64.b64encode(b"png").decode(),
         "v3": True,

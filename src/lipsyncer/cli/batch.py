@@ -67,8 +67,11 @@ def batch_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Run every row of MANIFEST (columns: id, video, audio, model, sync_mode, temperature, active_speaker,
-    output, webhook_url, max_cost); rows already finished are skipped, unfinished ones resumed."""
+    """Run every row of a manifest within limits and a budget.
+
+    MANIFEST columns: id, video, audio, model, sync_mode, temperature, active_speaker, output, webhook_url,
+    max_cost. Rows already finished are skipped, unfinished ones resumed; no row is ever submitted twice.
+    """
     ui = Ui.create(json_mode=as_json)
     try:
         rows = read_manifest(manifest)

@@ -221,7 +221,11 @@ def serve_command(
     url = f"http://{shown}:{port}"
     with Sandbox(config) as sandbox:
         ui.say(f"lipsyncer sandbox on {url} (Ctrl-C to stop)", style="bold")
-        ui.say(f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}")
+        ui.say(
+            f"keys it accepts: FAL_KEY={config.fal_key}  EVOLINK_API_KEY={config.unified_key}  "
+            f"SYNC_API_KEY={config.syncso_key}  (sync.so webhooks signed with SYNC_WEBHOOK_SECRET="
+            f"{config.syncso_webhook_secret})"
+        )
         ui.say(f"seed: {sandbox.config.seed} (--seed {sandbox.config.seed} repeats this run's ids)")
         ui.say("point a config at it (a lipsyncer.toml, or --config FILE):")
         ui.say()

@@ -27,7 +27,6 @@ from ..core.errors import (
     StorageError,
     SubmitOutcomeUnknownError,
 )
-from ..core.redact import Redactor
 
 __all__ = [
     "EXIT_ERROR",
@@ -122,6 +121,8 @@ def redact_for_traceback(exc: BaseException, environ: Mapping[str, str] | None =
     CLI has no client left at this point, so it redacts the values of credential-named variables
     (``*_KEY``, ``*_TOKEN``, ``*_SECRET``...) of the environment.
     """
+    from ..core.redact import Redactor  # only on --debug: --help must not pay for httpx
+
     return Redactor.from_environ(os.environ if environ is None else environ).exception(exc)
 
 

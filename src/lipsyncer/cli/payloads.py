@@ -120,6 +120,7 @@ def provider_rows(client: AsyncLipsyncer) -> list[ProviderRow]:
             name
             for name, on in (
                 ("cancel", cls.can_cancel),
+                ("idempotent submits", cls.idempotent_submits),
                 ("webhooks", cls.accepts_webhooks),
                 ("uploads local files", cls.uploads_local_files),
             )

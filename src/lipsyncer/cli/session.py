@@ -93,7 +93,14 @@ def sandbox_env(sandbox: Sandbox, environ: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k.startswith("LIPSYNCER_") or k in _SANDBOX_ENV_PASSTHROUGH}
     # The sandbox's keys under the built-in providers' default variables (config renames are dropped in
     # sandbox mode, see ``_detached``). A provider needing any other key is excluded as "no credentials".
-    env.update({"FAL_KEY": sandbox.config.fal_key, "EVOLINK_API_KEY": sandbox.config.unified_key})
+    env.update(
+        {
+            "FAL_KEY": sandbox.config.fal_key,
+            "EVOLINK_API_KEY": sandbox.config.unified_key,
+            "SYNC_API_KEY": sandbox.config.syncso_key,
+            "SYNC_WEBHOOK_SECRET": sandbox.config.syncso_webhook_secret,
+        }
+    )
     return env
 
 

@@ -2,7 +2,8 @@
 
 Mount it in any ASGI server or framework (``app.mount("/lipsync", webhook_app(client))``); providers then
 deliver to ``https://your.host/lipsync/<provider-id>``. Verification is the provider's (fal: Ed25519
-signature; unified: re-query), idempotency the job store's. Plain ASGI: no web framework required.
+signature; sync.so: HMAC ``Sync-Signature`` then a look-up; unified: re-query), idempotency the job store's.
+Plain ASGI: no web framework required.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import anyio
 
 from .errors import LipsyncError
 from .manifest import ManifestError, ManifestRow, RowProblem
+from .media import check_local_media
 from .router import RoutePlan
 from .schema import Cost, Job, JobState, LipsyncRequest, LipsyncResult, MediaKind
 
@@ -154,6 +155,7 @@ def plan_batch(
     path = Path(source)
     for row in rows:
         try:
+            check_local_media(row.request)  # unreadable, empty or swapped files: refused with the row
             local = all(m.kind is MediaKind.PATH for m in (row.request.video, row.request.audio))
             plan = client.estimate(row.request) if local else client.route(row.request)
         except LipsyncError as exc:

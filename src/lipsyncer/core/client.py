@@ -175,7 +175,6 @@ class AsyncLipsyncer:
     ) -> RoutePlan:
         """The plan with a cost per candidate, from local media durations (or the ones given)."""
         request = self.resolve_request(request)
-        check_local_media(request)
         return self._plan(request, _expected_output(request, video_seconds, audio_seconds, required=True))
 
     def _plan(self, request: LipsyncRequest, output_seconds: float | None) -> RoutePlan:

@@ -70,10 +70,17 @@ class ProviderSettings(_Strict):
     enabled: bool = True
     priority: int | None = None
     api_key_env: str | None = None
+    webhook_secret_env: str | None = Field(
+        default=None, description="env var holding the webhook signing secret (providers that sign with one)"
+    )
     base_url: str | None = Field(default=None, description="send this provider's traffic to another base URL")
     prices: dict[str, Decimal] = Field(default_factory=dict, description="model -> USD per output second")
     polling: PollingPolicy | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="provider-specific settings, validated against the provider's `options_model` "
+        "(an unknown key is a ConfigError naming the provider and the key)",
+    )
     max_in_flight: int | None = Field(
         default=None, ge=1, description="jobs submitted to this provider and not finished, at most"
     )
@@ -145,7 +152,6 @@ class Settings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")
-    sandbox: bool = False
     source: tuple[str, ...] = Field(default=(), description="where these settings came from")
 
     @field_validator("model")

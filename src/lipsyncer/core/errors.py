@@ -75,6 +75,7 @@ class InvalidRequestError(LipsyncError, ValueError):
     def from_validation(cls, exc: ValidationError, model: str) -> InvalidRequestError:
         """Turn pydantic's report into one typed error, keeping our own error when a validator raised it."""
         problems: list[str] = []
+        fixes: list[str] = []
         for err in exc.errors():
             original = (err.get("ctx") or {}).get("error")
             if isinstance(original, InvalidRequestError):
@@ -82,13 +83,16 @@ class InvalidRequestError(LipsyncError, ValueError):
             loc = ".".join(str(p) for p in err["loc"]) or model
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown field {loc!r}")
+                fixes.append(f"remove {loc!r} (see the {model} reference for its fields)")
             elif err["type"] == "missing":
                 problems.append(f"{loc} is required")
+                fixes.append(f"pass {loc}")
             else:
                 problems.append(f"{loc}: {err['msg']}")
+                fixes.append(f"give {loc} a valid value ({err['msg'][0].lower() + err['msg'][1:]})")
         first = exc.errors()[0]["loc"] if exc.errors() else ()
         field = ".".join(str(p) for p in first) or None
-        return cls(f"invalid {model}: " + "; ".join(problems), field=field)
+        return cls(f"invalid {model}: " + "; ".join(problems), field=field, fix="; ".join(fixes) or None)
 
 
 class InvalidMediaError(InvalidRequestError):

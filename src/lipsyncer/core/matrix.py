@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .provider import Provider
+from .provider import ModelSpec, Provider
 from .schema import Option
 
 __all__ = ["BEGIN", "END", "capability_matrix", "replace_block"]
@@ -38,9 +38,14 @@ def capability_matrix(providers: Mapping[str, type[Provider]]) -> str:
     header = "| option | " + " | ".join(f"`{cls.id}` {spec.id}" for cls, spec in routes) + " |"
     lines = [header, "|---" * (len(routes) + 1) + "|"]
     for label, option in _ROWS:
-        cells = ["yes" if spec.honours(option) else "no" for _, spec in routes]
+        cells = [_cell(spec, option) for _, spec in routes]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| cancel | " + " | ".join("yes" if c.can_cancel else "no" for c, _ in routes) + " |")
+    lines.append(
+        "| idempotent submit | "
+        + " | ".join("yes" if c.idempotent_submits else "no" for c, _ in routes)
+        + " |"
+    )
     lines.append(
         "| local files | "
         + " | ".join("upload" if c.uploads_local_files else "needs a storage" for c, _ in routes)
@@ -52,6 +57,13 @@ def capability_matrix(providers: Mapping[str, type[Provider]]) -> str:
     )
     lines.append("| endpoint | " + " | ".join(f"`{spec.endpoint}`" for _, spec in routes) + " |")
     return "\n".join(lines)
+
+
+def _cell(spec: ModelSpec, option: Option) -> str:
+    if not spec.honours(option):
+        return "no"
+    note = spec.note(option)
+    return f"yes ({note})" if note else "yes"
 
 
 def replace_block(page: str, table: str) -> str:

@@ -1,7 +1,8 @@
-"""Media facts that routing, estimates and the sandbox share: sync-mode timelines, probing, input checks.
+"""Media facts that routing and estimates need: output length per sync mode, probing, input checks.
 
-The sync-mode table in the providers' reference is the single source of these rules; the sandbox renders
-with them and the estimator prices with them, so a disagreement shows up in tests rather than on an invoice.
+The sync-mode table in the providers' reference is the single source of these rules; the estimator prices with
+``output_duration`` and the sandbox renders with it (its frame timeline lives in ``contrib/sandbox/timeline.py``),
+so a disagreement shows up in tests rather than on an invoice.
 :func:`check_local_media` refuses local inputs that cannot be what the request says before anything is
 uploaded or paid for.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import math
 import os
 import wave
 from dataclasses import dataclass
@@ -21,14 +21,11 @@ from .errors import InvalidMediaError
 from .schema import LipsyncRequest, MediaKind, MediaSource, SyncMode
 
 __all__ = [
-    "AudioPlan",
     "MediaInfo",
     "MediaProbeError",
-    "audio_plan",
     "check_local_media",
     "output_duration",
     "probe",
-    "source_time",
 ]
 
 
@@ -42,40 +39,6 @@ def output_duration(mode: SyncMode | str, video_seconds: float, audio_seconds: f
     if mode is SyncMode.SILENCE:
         return video_seconds
     return audio_seconds
-
-
-def source_time(mode: SyncMode | str, t: float, video_seconds: float, audio_seconds: float) -> float:
-    """The input-video time shown at output time ``t`` (clamped into the input video)."""
-    mode = SyncMode(mode)
-    v = video_seconds
-    if mode is SyncMode.REMAP:
-        src = t * v / audio_seconds
-    elif mode is SyncMode.LOOP and v < audio_seconds:
-        src = math.fmod(t, v)
-    elif mode is SyncMode.BOUNCE and v < audio_seconds:
-        phase = math.fmod(t, 2 * v)
-        src = phase if phase < v else 2 * v - phase
-    else:
-        src = t
-    return min(max(src, 0.0), v)
-
-
-@dataclass(frozen=True)
-class AudioPlan:
-    """How the input audio becomes the output's audio track: keep the first ``keep`` seconds, then pad."""
-
-    keep: float
-    pad: float
-
-    @property
-    def total(self) -> float:
-        return self.keep + self.pad
-
-
-def audio_plan(mode: SyncMode | str, video_seconds: float, audio_seconds: float) -> AudioPlan:
-    out = output_duration(mode, video_seconds, audio_seconds)
-    keep = min(audio_seconds, out)
-    return AudioPlan(keep=keep, pad=max(0.0, out - keep))
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,22 @@ storage), which is why two clients with different configs can share a process.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
-from .errors import CancelNotSupportedError, StorageError, UnsupportedOptionError, WebhookVerificationError
+from .errors import (
+    CancelNotSupportedError,
+    ConfigError,
+    StorageError,
+    UnsupportedOptionError,
+    WebhookVerificationError,
+)
 from .redact import Redactor
 from .schema import Job, JobStatus, LipsyncRequest, MediaKind, MediaSource, Option, VideoFile
 
@@ -24,11 +31,14 @@ __all__ = [
     "ModelSpec",
     "Provider",
     "ProviderContext",
+    "ProviderOptions",
     "ProviderOutput",
     "Storage",
     "StorageContext",
     "Submission",
     "WebhookEvent",
+    "check_provider_options",
+    "parse_options",
 ]
 
 
@@ -45,9 +55,56 @@ class ModelSpec:
     """Upper bound of processing time per output second, used to tune polling and deadlines."""
     max_video_seconds: float | None = None
     max_audio_seconds: float | None = None
+    option_notes: tuple[tuple[Option, str], ...] = ()
+    """How an honoured option is honoured, where routes differ (shown in the capability matrix), e.g.
+    ``((Option.SPEAKER_BOXES, "integers, no null frames"),)``."""
 
     def honours(self, option: Option) -> bool:
         return option in self.options
+
+    def note(self, option: Option) -> str | None:
+        return next((text for opt, text in self.option_notes if opt is option), None)
+
+
+class ProviderOptions(BaseModel):
+    """Base of a provider's typed settings, read from ``[providers.<id>.options]``.
+
+    A provider declares its own subclass as ``Provider.options_model``; unknown keys are errors
+    (``extra="forbid"``), so a typo in the config fails loudly instead of being ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_options(provider_id: str, model: type[ProviderOptions], raw: Mapping[str, Any]) -> ProviderOptions:
+    """``raw`` validated against ``model``; ConfigError naming the provider and the offending key."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        known = ", ".join(sorted(model.model_fields)) or "none"
+        problems = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"]) or "options"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key!r}: {err['msg']}")
+        raise ConfigError(
+            f"providers.{provider_id}.options: {'; '.join(problems)}",
+            fix=f"{provider_id} takes these options: {known}",
+        ) from None
+
+
+def check_provider_options(configured: Mapping[str, Any], providers: Mapping[str, type[Provider]]) -> None:
+    """Validate every ``[providers.<id>.options]`` of ``configured`` (``Settings.providers``) against the
+    installed provider's ``options_model``, so a typo fails when the client is built, not at first use."""
+    for provider_id, conf in sorted(configured.items()):
+        cls = providers.get(provider_id)
+        raw = getattr(conf, "options", None) or {}
+        if cls is not None:
+            parse_options(provider_id, cls.options_model, raw)
 
 
 @dataclass(frozen=True)
@@ -61,6 +118,10 @@ class ProviderContext:
     """Set when the provider must not use the default network path (sandbox, gateway, tests)."""
     storage: Storage | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    """Client-wide settings a provider may read (e.g. ``webhook_jwks_url``); its own are ``settings.options``."""
+    webhook_secret: SecretStr | None = None
+    """The shared secret that signs this provider's webhooks, for providers that declare
+    ``webhook_secret_env``; None: read that variable from the process environment."""
     redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
     """The client's redactor: errors the provider raises (and their causes) go through it. It learns
     ``api_key`` here, so a provider built without a client's redactor still hides its own key."""
@@ -68,6 +129,8 @@ class ProviderContext:
     def __post_init__(self) -> None:
         if self.api_key is not None:
             self.redactor.add(self.api_key.get_secret_value())
+        if self.webhook_secret is not None:
+            self.redactor.add(self.webhook_secret.get_secret_value())
 
     @property
     def base_url(self) -> str | None:
@@ -117,6 +180,10 @@ class Provider(abc.ABC):
     models: ClassVar[tuple[ModelSpec, ...]]
     credential_env: ClassVar[str | None] = None
     """Default env var holding the API key (config's ``api_key_env`` overrides it); None: no key needed."""
+    webhook_secret_env: ClassVar[str | None] = None
+    """Default env var holding the webhook signing secret (config's ``webhook_secret_env`` overrides it)."""
+    options_model: ClassVar[type[ProviderOptions]] = ProviderOptions
+    """The pydantic model of ``[providers.<id>.options]``; the base takes no options at all."""
     can_cancel: ClassVar[bool] = False
     idempotent_submits: ClassVar[bool] = False
     """True when the API honours an idempotency key on submit (sync.so's ``Idempotency-Key``): a submit whose
@@ -139,9 +206,19 @@ class Provider(abc.ABC):
 
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
+        raw = getattr(context.settings, "options", None) or {}
+        self.options: ProviderOptions = parse_options(self.id, self.options_model, raw)
+        """This instance's typed settings (an instance of ``options_model``)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"
+
+    def webhook_secret(self) -> str | None:
+        """The webhook signing secret: the context's, else the configured (or default) env var's value."""
+        if self.context.webhook_secret is not None:
+            return self.context.webhook_secret.get_secret_value()
+        var = getattr(self.context.settings, "webhook_secret_env", None) or self.webhook_secret_env
+        return os.environ.get(var) or None if var else None
 
     # ------------------------------------------------------------------ data the router reads
 
@@ -161,6 +238,10 @@ class Provider(abc.ABC):
             raise TypeError(f"{cls.__name__} declares a model twice")
         if Option.WEBHOOK in {o for m in cls.models for o in m.options} and not cls.accepts_webhooks:
             raise TypeError(f"{cls.__name__} honours webhooks on a model but accepts_webhooks is False")
+        if not (isinstance(cls.options_model, type) and issubclass(cls.options_model, ProviderOptions)):
+            raise TypeError(f"{cls.__name__}.options_model must subclass ProviderOptions")
+        if cls.options_model.model_config.get("extra") != "forbid":
+            raise TypeError(f"{cls.__name__}.options_model must forbid unknown keys (extra='forbid')")
 
     # ------------------------------------------------------------------ the work
 

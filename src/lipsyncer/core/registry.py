@@ -21,7 +21,7 @@ from .errors import ClientClosedError, ConfigError
 from .http import RebaseTransport
 from .limits import LimitBackend, Limits
 from .plugins import PluginHost
-from .provider import Provider, ProviderContext, Storage, StorageContext
+from .provider import Provider, ProviderContext, Storage, StorageContext, check_provider_options
 from .redact import Redactor
 from .router import Router
 
@@ -96,6 +96,7 @@ class Registry:
         override (a base_url meant for the sandbox, a price). ``strict_config = false`` relaxes it for
         plugins that are optional."""
         settings = self.settings
+        check_provider_options(settings.providers, self.plugins.providers)  # a typo'd option is an error
         if settings.storage is not None and settings.storage not in self.plugins.storages:
             raise ConfigError(
                 f"storage {settings.storage!r} is not installed",
@@ -186,9 +187,16 @@ class Registry:
                     storage=self.storage(),
                     options=self._options(conf.options),
                     redactor=self.redactor,
+                    webhook_secret=self._webhook_secret(cls),
                 )
             )
         return self._providers[provider_id]
+
+    def _webhook_secret(self, cls: type[Provider]) -> SecretStr | None:
+        """The provider's webhook signing secret, from this client's env (config may rename the variable)."""
+        var = self.settings.provider(cls.id).webhook_secret_env or cls.webhook_secret_env
+        value = self.env.get(var) if var else None
+        return SecretStr(value) if value else None
 
     def _options(self, own: Mapping[str, Any]) -> dict[str, Any]:
         """Provider options, with the client-wide settings a provider may read (its own win)."""

@@ -252,6 +252,8 @@ def _fix(excluded: list[Exclusion]) -> str | None:
         return f"set {' or '.join(missing)}"
     if any(e.kind == "storage" for e in excluded):
         return "set `storage` (e.g. 'fal-cdn') or pass URLs"
+    if excluded and all(e.kind in ("model", "pinned") for e in excluded):
+        return "use a model an installed provider serves (`lipsyncer providers` lists them)"
     if any(e.kind == "cost" for e in excluded):
         return "raise max_cost, pick a cheaper model, or use local files so the cost can be estimated"
     return None

@@ -40,9 +40,9 @@ async def test_a_signed_delivery_verifies_and_carries_the_output(bed: Any) -> No
     assert event.output is not None and event.output.video.url.startswith("https://v3.fal.media/files/")
     assert event.output.video.num_frames  # v3's extra File fields
     assert event.delivery_id and event.raw["status"] == "OK"
-    # The keys came from the JWKS URL in fal's docs, rebased onto the sandbox like every fal host.
+    # The keys came from the default JWKS URL on fal-client's REST host, rebased onto the sandbox.
     [jwks] = bed.sandbox.find_requests(operation="jwks")
-    assert (jwks.host, jwks.path) == ("rest.alpha.fal.ai", "/.well-known/jwks.json")
+    assert (jwks.host, jwks.path) == ("rest.fal.ai", "/.well-known/jwks.json")
 
 
 async def test_parsing_is_repeatable_and_keys_are_cached(bed: Any) -> None:

@@ -7,6 +7,7 @@ route is accepted by the strict sandbox (no unknown field, no ignored option, no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lipsyncer.core.errors import ConfigError, UnsupportedOptionError
+from lipsyncer.core.errors import ConfigError, InvalidRequestError, UnsupportedOptionError
 from lipsyncer.core.schema import ActiveSpeaker, JobState, SyncMode
 from lipsyncer.providers.fal._base import FalProvider
 from lipsyncer.providers.fal.legacy import FalLegacyProvider
@@ -70,10 +71,12 @@ CASES = [
         "v3-boxes",
         V3,
         "sync-3",
-        {"active_speaker": ActiveSpeaker.boxes([(10, 20, 110, 100.0), None])},
+        {"active_speaker": ActiveSpeaker.boxes([(10, 20, 110, 100.0), (12, 20, 112, 100)])},
         {
             "sync_mode": "cut_off",
-            "options": {"active_speaker_detection": {"bounding_boxes": [[10, 20, 110, 100], None]}},
+            "options": {
+                "active_speaker_detection": {"bounding_boxes": [[10, 20, 110, 100], [12, 20, 112, 100]]}
+            },
         },
     ),
     Case(
@@ -208,6 +211,26 @@ async def test_wire_status_and_result(bed: Any, case: Case) -> None:
     assert bed.sandbox.file_bytes(video.url)  # the link really serves the rendered output
 
 
+async def test_v3_output_in_the_plain_file_shape_is_parsed(make_bed: Any) -> None:
+    """fal types v3's output as ``{video: File}``; the richer VideoFile fields may not come."""
+    bed = await make_bed(fal_v3_plain_file=True)
+    provider = bed.provider(V3)
+    submission = await bed.submit(provider, bed.request("sync-3"))
+    job = bed.job(provider, submission, "sync-3")
+    await bed.wait(provider, job)
+    output = await provider.result(job)
+    assert set(output.raw["video"]) == {"url", "content_type", "file_name", "file_size"}
+    video = output.video
+    assert (video.url, video.content_type, video.file_name, video.file_size) == (
+        output.raw["video"]["url"],
+        "video/mp4",
+        output.raw["video"]["file_name"],
+        output.raw["video"]["file_size"],
+    )
+    assert (video.width, video.height, video.fps, video.duration, video.num_frames) == (None,) * 5
+    assert bed.sandbox.file_bytes(video.url)
+
+
 async def test_status_progression_queue_position_and_logs(make_bed: Any) -> None:
     bed = await make_bed(queue_seconds=1.0, processing_seconds=1.0)
     provider = bed.provider(V3)
@@ -296,11 +319,47 @@ async def test_unhonoured_options_are_refused_before_any_request(
     [{"start_timeout": 1}, {"start_timeout": "soon"}, {"start_timeout": True}, {"queue_priority": "high"}],
 )
 async def test_bad_queue_settings_are_refused_before_any_request(bed: Any, options: dict[str, Any]) -> None:
-    fal = bed.provider(V2PRO, **options)
-    spec = fal.models[0]
-    with pytest.raises(ConfigError):
-        fal.check(bed.request("lipsync-2-pro"), spec)
+    with pytest.raises(ConfigError) as caught:  # typed options: refused when the provider is built
+        bed.provider(V2PRO, **options)
+    [key] = options
+    assert f"providers.{V2PRO.id}.options" in str(caught.value) and repr(key) in str(caught.value)
     assert bed.sandbox.requests == []
+
+
+@pytest.mark.parametrize(
+    "speaker",
+    [lambda: ActiveSpeaker.at(3, 10.5, 20.0), lambda: ActiveSpeaker.boxes([(0.0, 0.0, 10.25, 10.0)])],
+    ids=["point", "boxes"],
+)
+async def test_v3_refuses_fractional_pixels_before_any_request(
+    bed: Any, speaker: Callable[[], ActiveSpeaker]
+) -> None:
+    """fal's types take integers: a fraction is refused (by the schema, else by the provider), never rounded."""
+    fal = bed.provider(V3)
+    with pytest.raises(InvalidRequestError) as caught:
+        request = bed.request("sync-3", active_speaker=speaker())
+        fal.check(request, fal.models[0])
+    assert caught.value.field == "active_speaker" and caught.value.fix
+    assert bed.sandbox.requests == []
+
+
+async def test_v3_refuses_null_frames_before_any_request(bed: Any) -> None:
+    """fal's bounding_boxes have no null frames (sync.so's do): the fal-v3 route is excluded, not sent."""
+    fal = bed.provider(V3)
+    request = bed.request("sync-3", active_speaker=ActiveSpeaker.boxes([(0, 0, 10, 10), None]))
+    with pytest.raises(UnsupportedOptionError) as caught:
+        fal.check(request, fal.models[0])
+    assert caught.value.option == "active_speaker.boxes" and "syncso" in (caught.value.fix or "")
+    with pytest.raises(UnsupportedOptionError):
+        await fal.submit(request, fal.models[0], video_url=bed.video_url, audio_url=bed.audio_url)
+    assert bed.sandbox.requests == []
+
+
+async def test_unknown_queue_setting_is_a_config_error(bed: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        bed.provider(V2PRO, start_timout=600)
+    assert "unknown key 'start_timout'" in str(caught.value)
+    assert "start_timeout" in (caught.value.fix or "")
 
 
 # ----------------------------------------------------------------------------------------------- Hypothesis
@@ -313,10 +372,7 @@ coord = st.integers(min_value=0, max_value=150)
 def boxes(draw: st.DrawFn) -> list[tuple[float, float, float, float] | None]:
     count = draw(st.integers(min_value=1, max_value=4))
     out: list[tuple[float, float, float, float] | None] = []
-    for _ in range(count):
-        if draw(st.booleans()) and out:
-            out.append(None)
-            continue
+    for _ in range(count):  # every frame has a box: fal's types have no null frames
         x1, y1 = draw(coord), draw(coord)
         out.append((x1, y1, x1 + draw(st.integers(1, 40)), y1 + draw(st.integers(1, 40))))
     return out

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from lipsyncer.contrib.sandbox import Sandbox
 from lipsyncer.contrib.sandbox.testing import SampleMedia
 from lipsyncer.core.errors import (
+    ConfigError,
     MissingCredentialsError,
     StorageError,
     UnsupportedOptionError,
@@ -175,12 +176,16 @@ async def test_missing_key(sandbox: Sandbox, make_provider: Fn, urls: Any, submi
     assert sandbox.requests == []
 
 
-async def test_unknown_media_fields_setting(
-    sandbox: Sandbox, make_provider: Fn, urls: Any, submit: Fn
-) -> None:
-    provider = make_provider(sandbox, media_fields="v0")
+async def test_unknown_media_fields_setting(sandbox: Sandbox, make_provider: Fn) -> None:
+    with pytest.raises(ConfigError) as caught:  # typed options: refused when the provider is built
+        make_provider(sandbox, media_fields="v0")
 
-    with pytest.raises(UnsupportedOptionError) as caught:
-        await submit(provider, urls.request("lipsync-2"))
-
+    assert "providers.unified.options" in str(caught.value) and "media_fields" in str(caught.value)
     assert "current" in str(caught.value) and sandbox.requests == []
+
+
+async def test_unknown_option_key_names_provider_and_key(sandbox: Sandbox, make_provider: Fn) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_provider(sandbox, result_ttl=60)
+    assert "providers.unified.options: unknown key 'result_ttl'" in str(caught.value)
+    assert "result_ttl_seconds" in (caught.value.fix or "")

@@ -1,4 +1,4 @@
-"""Offline, faithful emulator of fal's queue API and the unified task API, with real MP4 output.
+"""Offline, faithful emulator of fal's queue API, the unified task API and sync.so's API, with real MP4 output.
 
 In-process::
 

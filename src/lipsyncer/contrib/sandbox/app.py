@@ -1,4 +1,4 @@
-"""``Sandbox``: the offline emulator of fal's queue and the unified task API, as one ASGI app.
+"""``Sandbox``: the offline emulator of fal's queue, the unified task API and sync.so's API, as one ASGI app.
 
 Requests are routed by path only (the ``Host`` header says which real service the client meant, and is echoed
 in every URL handed back). Each request is recorded, may meet a fault, and is answered by the API module that
@@ -39,6 +39,8 @@ from .fal_schema import FAL_ENDPOINTS
 from .faults import FILE_KINDS, REQUEST_KINDS, Fault, FaultStats
 from .jobs import JobView
 from .recording import RecordedRequest, WebhookDelivery
+from .syncso_api import SyncsoApi
+from .syncso_api import fault_error as syncso_fault_error
 from .transport import TRANSPORT_STATE_KEY, ConnectionDropped, SandboxTransport
 from .unified_api import UnifiedApi
 from .wire import WireError, fal_http_error, gateway_page, unified_error
@@ -74,6 +76,7 @@ class Sandbox:
         self._engine = Engine(self._config)
         self._fal = FalApi(self._engine)
         self._unified = UnifiedApi(self._engine)
+        self._syncso = SyncsoApi(self._engine)
         self._cdn = CdnApi(
             self._engine.files, fal_key=self._config.fal_key, file_ttl=lambda: self._config.cdn_ttl_seconds
         )
@@ -111,11 +114,11 @@ class Sandbox:
         ]
 
     def submits(self, endpoint: str | None = None) -> list[RecordedRequest]:
-        """Job-creating requests: fal submits and unified creates (``endpoint``: fal endpoint id or model)."""
+        """Job-creating requests: fal submits, unified and sync.so creates (``endpoint``: fal endpoint id or model)."""
         return [
             r
             for r in self.requests
-            if (r.api, r.operation) in (("fal", "submit"), ("unified", "create"))
+            if (r.api, r.operation) in (("fal", "submit"), ("unified", "create"), ("syncso", "create"))
             and (endpoint is None or r.endpoint == endpoint)
         ]
 
@@ -301,6 +304,10 @@ class Sandbox:
             ("GET,HEAD", r"^/files/.+$", "cdn", "file", self._file),
             ("POST", r"^/v1/videos/generations$", "unified", "create", self._unified.create),
             ("GET", r"^/v1/tasks/(?P<task_id>[^/]+)$", "unified", "query", self._unified.query),
+            ("POST", r"^/v2/generate$", "syncso", "create", self._syncso.create),
+            ("GET", r"^/v2/generate/(?P<generation_id>[^/]+)$", "syncso", "get", self._syncso.get),
+            ("GET", r"^/v2/generations$", "syncso", "list", self._syncso.list),
+            ("POST", r"^/v2/analyze/cost$", "syncso", "cost", self._syncso.cost),
             ("GET", requests + r"/status$", "fal", "status", self._fal.status),
             ("PUT", requests + r"/cancel$", "fal", "cancel", self._fal.cancel),
             ("GET", requests + r"$", "fal", "result", self._fal.result),
@@ -446,6 +453,13 @@ class Sandbox:
             body = call.json_or_none
             model = body.get("model", "lipsync-2") if isinstance(body, dict) else None
             return model if isinstance(model, str) else None
+        if api == "syncso" and "generation_id" in call.params:
+            job = self._engine.get(call.params["generation_id"])
+            return job.model if job is not None else None
+        if api == "syncso" and operation in ("create", "cost"):
+            body = call.json_or_none
+            model = body.get("model") if isinstance(body, dict) else None
+            return model if isinstance(model, str) else None
         if api == "unified" and "task_id" in call.params:
             job = self._engine.get(call.params["task_id"])
             return job.model if job is not None else None
@@ -499,6 +513,8 @@ class Sandbox:
 def _unrouted(path: str) -> tuple[str, str]:
     if path.startswith("/v1/"):
         return "unified", "unknown"
+    if path.startswith("/v2/"):
+        return "syncso", "unknown"
     if path.startswith("/_sandbox/"):
         return "admin", "unknown"
     if path.startswith("/files/") or path.startswith("/storage/"):
@@ -513,6 +529,8 @@ def _not_found(path: str, other_method: bool) -> Reply:
         return Reply(405, {"detail": "Method Not Allowed"})
     if path.startswith("/v1/"):
         return Reply.error(unified_error(404, f"Unknown endpoint {path}"))
+    if path.startswith("/v2/"):
+        return Reply.error(syncso_fault_error(404, None, f"Cannot find {path}", None))
     segments = path.strip("/").split("/")
     if "requests" in segments[2:]:
         # A queue URL that kept the endpoint's sub-path: fal's status/result URLs drop it.
@@ -537,6 +555,8 @@ def _fault_error(api: str, fault: Fault) -> WireError:
         return gateway_page(status)
     if api == "unified":
         return unified_error(status, fault.message, retry_after=fault.retry_after)
+    if api == "syncso":
+        return syncso_fault_error(status, fault.error_type, fault.message, fault.retry_after)
     return fal_http_error(status, fault.error_type, fault.message, fault.retry_after)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["EMULATED_PROVIDERS", "STORAGE", "client_config", "config_toml"]
 
-EMULATED_PROVIDERS = ("fal-v3", "fal-v2", "fal-v2-pro", "fal-legacy", "unified")
+EMULATED_PROVIDERS = ("fal-v3", "fal-v2", "fal-v2-pro", "fal-legacy", "unified", "syncso")
 """The built-in providers whose APIs the sandbox emulates."""
 
 STORAGE = "fal-cdn"
@@ -25,6 +25,7 @@ def client_config(base_url: str | None, *, insecure_callbacks: bool) -> dict[str
     if insecure_callbacks:
         # The unified provider refuses http callback URLs unless told (loopback hosts only).
         providers["unified"]["options"] = {"allow_insecure_callbacks": True}
+        providers["syncso"]["options"] = {"allow_insecure_webhooks": True}
     return {"storage": STORAGE, "storages": {STORAGE: dict(target)}, "providers": providers}
 
 

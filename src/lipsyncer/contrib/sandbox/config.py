@@ -22,6 +22,16 @@ class SandboxConfig(BaseModel):
     unified_key: str = Field(
         default="sandbox-unified-key", description="the only key the unified API accepts"
     )
+    syncso_key: str = Field(default="sandbox-syncso-key", description="the only x-api-key sync.so accepts")
+    syncso_webhook_secret: str = Field(
+        default="whsec_sandbox", description="signs sync.so webhooks (Sync-Signature)"
+    )
+    syncso_new_field_names: bool = Field(
+        default=False, description="sync.so generations say outputMediaUrl/errorCode (newer docs)"
+    )
+    fal_v3_plain_file: bool = Field(
+        default=False, description="fal v3 output as the plain File (url, content_type, file_name, file_size)"
+    )
     queue_seconds: float = Field(default=0.2, ge=0, description="time a job waits IN_QUEUE / pending")
     processing_seconds: float = Field(default=1.0, ge=0, description="least time a job is IN_PROGRESS")
     strict: bool = Field(default=False, description="reject fields an endpoint lacks or a model ignores")

@@ -12,12 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from lipsyncer.providers.fal._client import FAL_HOSTS
-
 from .wire import WireError
 
 __all__ = [
     "FAL_CDN_HOST",
+    "FAL_HOSTS",
     "Call",
     "Reply",
     "cdn_base",
@@ -27,6 +26,18 @@ __all__ = [
 ]
 
 FAL_CDN_HOST = "v3.fal.media"
+FAL_HOSTS = (
+    "queue.fal.run",
+    "fal.run",
+    "queue.falrun.com",
+    "falrun.com",
+    "rest.fal.ai",
+    "rest.alpha.fal.ai",
+    "v3.fal.media",
+    "v3b.fal.media",
+    "fal.media",
+)
+"""fal's real host names, as the emulator knows them (the fal plugins declare theirs as ``hosts``)."""
 _NO_BODY = object()
 
 

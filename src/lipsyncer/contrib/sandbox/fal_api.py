@@ -233,7 +233,7 @@ class FalApi:
             "file_name": out.file_name,
             "file_size": out.file_size,
         }
-        if job.endpoint == "fal-ai/sync-lipsync/v3":
+        if job.endpoint == "fal-ai/sync-lipsync/v3" and not self.engine.config.fal_v3_plain_file:
             video.update(
                 width=out.width,
                 height=out.height,

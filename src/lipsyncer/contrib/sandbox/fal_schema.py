@@ -252,6 +252,7 @@ def _check_speaker(check: _Checker, asd: dict[str, Any]) -> None:
                 value,
                 {"ge": 0},
             )
+    # fal's published types: coordinates list<integer>, bounding_boxes list<list<integer>> (no null frames).
     if "coordinates" in asd:
         _check_numbers(check, asd["coordinates"], [*base, "coordinates"], 2)
     if "bounding_boxes" in asd:
@@ -260,8 +261,7 @@ def _check_speaker(check: _Checker, asd: dict[str, Any]) -> None:
             check.error([*base, "bounding_boxes"], "list_type", "Input should be a valid list", boxes)
         else:
             for i, box in enumerate(boxes):
-                if box is not None:
-                    _check_numbers(check, box, [*base, "bounding_boxes", i], 4)
+                _check_numbers(check, box, [*base, "bounding_boxes", i], 4)
     if ("frame_number" in asd) != ("coordinates" in asd):
         check.error(
             base, "value_error", "Value error, frame_number and coordinates must be given together", asd
@@ -292,4 +292,11 @@ def _check_numbers(check: _Checker, value: Any, loc: list[str | int], length: in
         return
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
-            check.error([*loc, i], "float_type", "Input should be a valid number", item)
+            check.error([*loc, i], "int_type", "Input should be a valid integer", item)
+        elif isinstance(item, float) and not item.is_integer():
+            check.error(
+                [*loc, i],
+                "int_from_float",
+                "Input should be a valid integer, got a number with a fractional part",
+                item,
+            )

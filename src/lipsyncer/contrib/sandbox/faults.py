@@ -5,7 +5,8 @@ for requests about a job that has or has not finished; unset matches anything) a
 the first N matching requests; ``every``: every Nth; ``probability``: a seeded coin; none of them: every
 matching request). Request-level kinds (``http_error``, ``drop_connection``, ``drop_after_accept``,
 ``gateway_after_accept``, ``hold_after_accept``, ``slow``, ``storm``) act on any matching request; job-level
-kinds (``job_error``, ``webhook_*``) are drawn when a job is created (fal ``submit``, unified ``create``);
+kinds (``job_error``, ``webhook_*``) are drawn when a job is created (fal ``submit``, unified and sync.so
+``create``);
 ``expired_links`` acts on CDN file downloads. A ``storm`` fault, when its coin fires, picks one concrete
 request fault from a menu that fits the operation (see ``Fault.storm``).
 """
@@ -96,7 +97,9 @@ class Fault(BaseModel):
         description="http_error status; gateway_after_accept: 502, 503 or 504; expired_links: 404 or 410",
     )
     error_type: str | None = Field(
-        default=None, description="job_error: fal error type or unified task code; http_error: fal error_type"
+        default=None,
+        description="job_error: fal error type, unified task code or sync.so generation_* code; "
+        "http_error: fal error_type or sync.so errorCode",
     )
     message: str | None = None
     retry_after: int | None = Field(default=None, ge=0, description="Retry-After seconds on a 429")
@@ -162,11 +165,16 @@ class Fault(BaseModel):
                 raise ValueError("job_error needs error_type (a fal error type or a unified task error code)")
             fal_known = self.error_type in FAL_MODEL_ERRORS or self.error_type in FAL_REQUEST_ERRORS
             unified_known = self.error_type in UNIFIED_TASK_ERRORS
+            syncso_known = self.error_type.startswith("generation_")  # sync.so's generation-level codes
+            if self.api == "syncso" and not syncso_known:
+                raise ValueError(
+                    f"sync.so generation error codes start with 'generation_', got {self.error_type!r}"
+                )
             if self.api == "fal" and not fal_known:
                 raise ValueError(f"unknown fal error type {self.error_type!r}")
             if self.api == "unified" and not unified_known:
                 raise ValueError(f"unknown unified task error code {self.error_type!r}")
-            if not (fal_known or unified_known):
+            if not (fal_known or unified_known or syncso_known):
                 raise ValueError(f"unknown error type {self.error_type!r}")
         if self.kind in ("slow", "hold_after_accept") and self.seconds is None:
             raise ValueError(f"{self.kind} needs seconds")

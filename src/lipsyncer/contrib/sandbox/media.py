@@ -1,8 +1,8 @@
 """Real media for the sandbox: fetching inputs offline, rendering a sync-mode-true MP4, sample clips.
 
 The output is not a lip-sync, but it has every property a client can check: an H.264/AAC MP4 with the input's
-width, height and frame rate, a video timeline that follows the sync mode (``core.media.source_time`` per output
-frame), and an audio track trimmed and padded by ``core.media.audio_plan``. A ``comment`` tag marks it as sandbox
+width, height and frame rate, a video timeline that follows the sync mode (``timeline.source_time`` per output
+frame), and an audio track trimmed and padded by ``timeline.audio_plan``. A ``comment`` tag marks it as sandbox
 output. Sample clips stamp each frame's index as binary stripes so a test can read the timeline back.
 """
 
@@ -27,11 +27,12 @@ import httpx
 from av.audio.frame import AudioFrame
 from av.video.frame import PictureType, VideoFrame
 
-from lipsyncer.core.media import MediaInfo, MediaProbeError, audio_plan, output_duration, probe, source_time
+from lipsyncer.core.media import MediaInfo, MediaProbeError, output_duration, probe
 from lipsyncer.core.schema import SyncMode
 
 from .cdn import FileStore
 from .exchange import is_loopback_host
+from .timeline import audio_plan, source_time
 
 __all__ = [
     "SANDBOX_TAG",

@@ -52,8 +52,7 @@ class MemoryJobStore:
             stored = self._load(job.id)
             if stored is None or stored.version != job.version:
                 return None
-            new = job.model_copy(deep=True)
-            new.version = job.version + 1
+            new = job.model_copy(update={"version": job.version + 1})
             new.updated_at = utcnow()
             self._jobs[job.id] = new.model_dump_json()
         return new

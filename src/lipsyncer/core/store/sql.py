@@ -355,8 +355,7 @@ class SQLJobStore:
 
     def update(self, job: Job) -> Job | None:
         expected = job.version
-        new = job.model_copy(deep=True)
-        new.version = expected + 1
+        new = job.model_copy(update={"version": expected + 1})  # the caller's draft is already private
         row = _row(new)
         params = {
             f"b_{k}": row[k]

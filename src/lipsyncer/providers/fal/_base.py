@@ -11,8 +11,20 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ...core.provider import ModelSpec, Provider, ProviderContext, ProviderOutput, Submission, WebhookEvent
-from ...core.schema import Job, JobStatus, LipsyncRequest, MediaSource, Option
+from lipsyncer import (
+    Job,
+    JobStatus,
+    LipsyncRequest,
+    MediaSource,
+    ModelSpec,
+    Option,
+    Provider,
+    ProviderContext,
+    ProviderOutput,
+    Submission,
+    WebhookEvent,
+)
+
 from ._client import FAL_HOSTS, fal_transport
 from ._queue import FalQueue, QueueSettings
 from ._webhooks import DEFAULT_JWKS_URL, FalWebhookVerifier
@@ -27,6 +39,7 @@ class FalProvider(Provider):
     """Base of the fal plugins. Network resources are made on first use and released by :meth:`aclose`."""
 
     credential_env = "FAL_KEY"
+    options_model = QueueSettings
     can_cancel = True
     accepts_webhooks = True
     uploads_local_files = True
@@ -64,10 +77,6 @@ class FalProvider(Provider):
 
     # ------------------------------------------------------------------ the work
 
-    def check(self, request: LipsyncRequest, model: ModelSpec) -> None:
-        super().check(request, model)
-        QueueSettings(self._options)
-
     async def submit(
         self,
         request: LipsyncRequest,
@@ -83,7 +92,7 @@ class FalProvider(Provider):
             model.endpoint,
             self.arguments(request, model, video_url=video_url, audio_url=audio_url),
             webhook_url=webhook_url,
-            settings=QueueSettings(self._options),
+            settings=self.settings,
         )
 
     async def status(self, job: Job) -> JobStatus:
@@ -100,7 +109,7 @@ class FalProvider(Provider):
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         if self._verifier is None:
-            url = self._options.get("jwks_url") or self.context.options.get("webhook_jwks_url")
+            url = self.settings.jwks_url or self.context.options.get("webhook_jwks_url")
             self._verifier = FalWebhookVerifier(
                 provider=self.id, jwks_url=str(url or DEFAULT_JWKS_URL), transport=self._http()
             )
@@ -118,9 +127,9 @@ class FalProvider(Provider):
     # ------------------------------------------------------------------ plumbing
 
     @property
-    def _options(self) -> Mapping[str, Any]:
-        options = getattr(self.context.settings, "options", None)
-        return options if isinstance(options, Mapping) else {}
+    def settings(self) -> QueueSettings:
+        assert isinstance(self.options, QueueSettings)
+        return self.options
 
     def _http(self) -> httpx.AsyncBaseTransport | None:
         """The context's transport, rebased onto ``base_url`` when one is configured (every fal host)."""

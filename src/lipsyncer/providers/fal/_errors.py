@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fal_client.client import FalClientHTTPError
 
-from ...core.errors import (
+from lipsyncer import (
     AuthenticationError,
     JobFailedError,
     ProviderError,

@@ -18,18 +18,26 @@ from typing import Any, Literal
 
 import httpx
 from fal_client.client import AsyncRequestHandle, Completed, FalClientHTTPError, InProgress, Queued
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from ...core.errors import (
-    ConfigError,
+from lipsyncer import (
+    Job,
+    JobState,
+    JobStatus,
+    LogEntry,
+    MediaKind,
+    MediaSource,
     ProviderError,
+    ProviderOptions,
+    ProviderOutput,
     ProviderUnavailableError,
+    Redactor,
     StorageError,
+    Submission,
     SubmitOutcomeUnknownError,
+    VideoFile,
 )
-from ...core.provider import ProviderOutput, Submission
-from ...core.redact import Redactor
-from ...core.schema import Job, JobState, JobStatus, LogEntry, MediaKind, MediaSource, VideoFile
+
 from ._client import FalAsyncClient, SubmitSent
 from ._errors import FalFailure, job_failed, provider_error, refused_before_acceptance, retryable_type
 
@@ -38,30 +46,20 @@ __all__ = ["FalQueue", "QueueSettings", "output_from", "status_from"]
 Priority = Literal["normal", "low"]
 
 
-class QueueSettings:
-    """The provider-specific settings fal's queue takes, read from ``ProviderSettings.options``.
+class QueueSettings(ProviderOptions):
+    """``[providers.<fal provider>.options]``: what fal's queue takes per submit, and the webhook keys' URL."""
 
-    ``start_timeout`` (seconds, > 1): fal drops the job if it has not started by then (``X-Fal-Request-Timeout``).
-    ``queue_priority`` (``normal`` | ``low``): ``X-Fal-Queue-Priority``.
-    """
-
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        timeout = options.get("start_timeout")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 1
-        ):
-            raise ConfigError(
-                f"start_timeout must be a number of seconds greater than 1, got {timeout!r}",
-                fix="set providers.<fal provider>.options.start_timeout, e.g. 600",
-            )
-        priority = options.get("queue_priority")
-        if priority not in (None, "normal", "low"):
-            raise ConfigError(
-                f"queue_priority must be 'normal' or 'low', got {priority!r}",
-                fix="set providers.<fal provider>.options.queue_priority to 'normal' or 'low'",
-            )
-        self.start_timeout: float | None = None if timeout is None else float(timeout)
-        self.priority: Priority | None = priority
+    start_timeout: float | None = Field(
+        default=None,
+        gt=1,
+        strict=True,
+        description="seconds; fal drops the job if it has not started by then (X-Fal-Request-Timeout)",
+    )
+    queue_priority: Priority | None = Field(default=None, description="X-Fal-Queue-Priority: normal or low")
+    jwks_url: str | None = Field(
+        default=None,
+        description="where fal's webhook keys are; default the client's webhook_jwks_url, else fal's",
+    )
 
 
 class FalQueue:
@@ -95,14 +93,14 @@ class FalQueue:
     ) -> Submission:
         """Queue one job with one POST. After the send, only a 4xx (but 408/499) counts as refused; anything
         else raises SubmitOutcomeUnknownError and the job is never re-sent."""
-        settings = settings or QueueSettings({})
+        settings = settings or QueueSettings()
         with self._redactor.scrubbing():
             try:
                 handle = await self._fal.submit(
                     endpoint,
                     arguments,
                     webhook_url=webhook_url,
-                    priority=settings.priority,
+                    priority=settings.queue_priority,
                     start_timeout=settings.start_timeout,
                 )
             except SubmitSent as exc:

@@ -22,17 +22,25 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ...core.errors import ProviderUnavailableError, WebhookVerificationError
-from ...core.provider import ProviderOutput, WebhookEvent
-from ...core.schema import JobState, JobStatus, LogEntry
+from lipsyncer import (
+    JobState,
+    JobStatus,
+    LogEntry,
+    ProviderOutput,
+    ProviderUnavailableError,
+    WebhookEvent,
+    WebhookVerificationError,
+)
+
 from ._client import borrow
 from ._errors import retryable_type
 from ._queue import output_from
 
 __all__ = ["DEFAULT_JWKS_URL", "FalWebhookVerifier"]
 
-DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
-"""The URL in fal's webhook docs; newer verifiers use ``https://rest.fal.ai/.well-known/jwks.json``."""
+DEFAULT_JWKS_URL = "https://rest.fal.ai/.well-known/jwks.json"
+"""fal-client's REST host (it moved from ``rest.alpha.fal.ai``, the URL in fal's older webhook docs);
+``options.jwks_url`` or the client's ``webhook_jwks_url`` override it."""
 
 _HEADERS = (
     "x-fal-webhook-request-id",

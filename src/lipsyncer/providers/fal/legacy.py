@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from ...core.hookspecs import hookimpl
-from ...core.provider import ModelSpec, Provider
+from lipsyncer import ModelSpec, Provider, hookimpl
+
 from ._base import FAL_OPTIONS, FalProvider
 
 __all__ = ["FalLegacyProvider", "register_providers"]

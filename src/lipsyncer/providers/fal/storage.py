@@ -10,10 +10,8 @@ from collections.abc import Callable
 
 import httpx
 
-from ...core.errors import MissingCredentialsError
-from ...core.hookspecs import hookimpl
-from ...core.provider import Storage, StorageContext
-from ...core.schema import MediaSource
+from lipsyncer import MediaSource, MissingCredentialsError, Storage, StorageContext, hookimpl
+
 from ._client import FAL_HOSTS, fal_transport
 from ._queue import FalQueue
 

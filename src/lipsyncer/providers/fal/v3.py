@@ -2,7 +2,9 @@
 
 Everything but ``sync_mode`` goes under ``options``; ``temperature``, ``occlusion_detection_enabled``,
 ``model_mode`` and ``prompt`` are never sent because sync-3 ignores them (and extra options are reported to
-fail it with an opaque error).
+fail it with an opaque error). fal's published types make ``coordinates`` and ``bounding_boxes`` integers with
+no ``null`` frames (sync.so's own API allows them): fractions are refused, never rounded, and boxes with a
+missing frame are left to a route that takes them (``syncso``).
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ...core.hookspecs import hookimpl
-from ...core.provider import ModelSpec, Provider
-from ...core.schema import ActiveSpeaker, LipsyncRequest, Option
+from lipsyncer import (
+    ActiveSpeaker,
+    InvalidRequestError,
+    LipsyncRequest,
+    ModelSpec,
+    Option,
+    Provider,
+    UnsupportedOptionError,
+    hookimpl,
+)
+
 from ._base import FAL_OPTIONS, FalProvider
 
 __all__ = ["FalV3Provider", "register_providers"]
@@ -41,8 +51,32 @@ class FalV3Provider(FalProvider):
             options=FAL_OPTIONS | _SPEAKER,
             price_per_second=Decimal(8) / 60,
             seconds_per_output_second=30.0,
+            option_notes=(
+                (Option.SPEAKER_POINT, "integers"),
+                (Option.SPEAKER_BOXES, "integers, no null frames"),
+            ),
         ),
     )
+
+    def check(self, request: LipsyncRequest, model: ModelSpec) -> None:
+        super().check(request, model)
+        speaker = request.active_speaker
+        if speaker is None or speaker.mode not in ("point", "boxes"):
+            return
+        if speaker.mode == "boxes" and any(box is None for box in speaker.bounding_boxes or ()):
+            raise UnsupportedOptionError(
+                f"{self.id} takes a box for every frame: fal's bounding_boxes have no null frames",
+                option=Option.SPEAKER_BOXES.value,
+                provider=self.id,
+                fix="give a box for every frame, or use a route that takes null frames (syncso)",
+            )
+        values = list(speaker.coordinates or ()) + [c for b in speaker.bounding_boxes or () if b for c in b]
+        if any(not float(v).is_integer() for v in values):
+            raise InvalidRequestError(
+                f"{self.id} takes active_speaker {speaker.mode} as whole pixels, got {values}",
+                field="active_speaker",
+                fix="round the coordinates to integers",
+            )
 
     def extra_input(self, request: LipsyncRequest, model: ModelSpec) -> dict[str, Any]:
         if request.active_speaker is None:
@@ -66,9 +100,9 @@ def speaker_detection(speaker: ActiveSpeaker) -> dict[str, Any]:
     return {"face_image": speaker.face_image_base64()}
 
 
-def _num(value: float) -> int | float:
-    """Pixel coordinates as integers when they are whole numbers (``100``, not ``100.0``)."""
-    return int(value) if float(value).is_integer() else value
+def _num(value: float) -> int:
+    """Pixel coordinates as integers (``100``, not ``100.0``); ``check`` has refused fractions."""
+    return int(value)
 
 
 @hookimpl

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lipsyncer.core.hookspecs import hookimpl
-from lipsyncer.core.provider import Provider
+from lipsyncer import Provider, hookimpl
 
-from ._provider import UnifiedProvider
+from ._provider import UnifiedProvider, UnifiedSettings
 from ._wire import MEDIA_FIELDS
 
-__all__ = ["MEDIA_FIELDS", "UnifiedProvider", "register_providers"]
+__all__ = ["MEDIA_FIELDS", "UnifiedProvider", "UnifiedSettings", "register_providers"]
 
 
 @hookimpl

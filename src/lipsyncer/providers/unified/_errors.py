@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from lipsyncer.core.errors import (
+from lipsyncer import (
     AuthenticationError,
     ProviderError,
     ProviderRejectedError,

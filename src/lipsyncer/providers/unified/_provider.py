@@ -13,40 +13,38 @@ from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import Field
 
-from lipsyncer.core.errors import (
-    JobFailedError,
-    MissingCredentialsError,
-    ProviderError,
-    ProviderRejectedError,
-    ProviderUnavailableError,
-    StorageError,
-    SubmitOutcomeUnknownError,
-    UnsupportedOptionError,
-    WebhookVerificationError,
-)
-from lipsyncer.core.http import json_body
-from lipsyncer.core.provider import (
-    ModelSpec,
-    Provider,
-    ProviderContext,
-    ProviderOutput,
-    Submission,
-    WebhookEvent,
-)
-from lipsyncer.core.schema import (
+from lipsyncer import (
     Job,
+    JobFailedError,
     JobState,
     JobStatus,
     LipsyncRequest,
+    MissingCredentialsError,
+    ModelSpec,
     Option,
+    Provider,
+    ProviderContext,
+    ProviderError,
+    ProviderOptions,
+    ProviderOutput,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    StorageError,
+    Submission,
+    SubmitOutcomeUnknownError,
+    UnsupportedOptionError,
     VideoFile,
-    utcnow,
+    WebhookEvent,
+    WebhookVerificationError,
 )
+from lipsyncer.core.http import json_body
+from lipsyncer.core.schema import utcnow
 
 from ._errors import Envelope, create_refused, error_from_response
 from ._wire import (
@@ -83,6 +81,20 @@ def _user_agent() -> str:
         return "lipsyncer"
 
 
+class UnifiedSettings(ProviderOptions):
+    """``[providers.unified.options]``."""
+
+    media_fields: Literal["current", "legacy"] = Field(
+        default="current", description="'legacy' sends `video` / `audio` instead of `video_url` / `audio_url`"
+    )
+    result_ttl_seconds: float = Field(
+        default=DEFAULT_RESULT_TTL, gt=0, description="how long result links live"
+    )
+    allow_insecure_callbacks: bool = Field(
+        default=False, description="accept http:// callbacks to loopback hosts (sandbox, tests)"
+    )
+
+
 class UnifiedProvider(Provider):
     """lipsync-2, lipsync-2-pro and sync-3 through the unified task API; one httpx client per instance."""
 
@@ -114,6 +126,7 @@ class UnifiedProvider(Provider):
         ),
     )
     credential_env = "EVOLINK_API_KEY"
+    options_model = UnifiedSettings
     can_cancel = False
     accepts_webhooks = True
     webhook_schemes: ClassVar[frozenset[str]] = frozenset({"https"})
@@ -134,32 +147,19 @@ class UnifiedProvider(Provider):
     def base_url(self) -> str:
         return (self.context.base_url or DEFAULT_BASE_URL).rstrip("/")
 
-    def _option(self, name: str, default: Any = None) -> Any:
-        options = getattr(self.context.settings, "options", None) or {}
-        return options.get(name, default)
-
-    def _flag(self, name: str) -> bool:
-        value = self._option(name, False)
-        if isinstance(value, str):
-            return value.strip().lower() in {"1", "true", "yes", "on"}
-        return bool(value)
+    @property
+    def settings(self) -> UnifiedSettings:
+        assert isinstance(self.options, UnifiedSettings)
+        return self.options
 
     @property
     def media_fields(self) -> tuple[str, str]:
         """The create call's (video, audio) field names: ``options.media_fields`` = "current" or "legacy"."""
-        choice = str(self._option("media_fields", "current"))
-        if choice not in MEDIA_FIELDS:
-            raise UnsupportedOptionError(
-                f"unknown media_fields {choice!r}",
-                option="media_fields",
-                provider=self.id,
-                fix=f"set providers.unified.options.media_fields to one of: {', '.join(MEDIA_FIELDS)}",
-            )
-        return MEDIA_FIELDS[choice]
+        return MEDIA_FIELDS[self.settings.media_fields]
 
     @property
     def result_ttl(self) -> timedelta:
-        return timedelta(seconds=float(self._option("result_ttl_seconds", DEFAULT_RESULT_TTL)))
+        return timedelta(seconds=self.settings.result_ttl_seconds)
 
     @property
     def call_timeout(self) -> float:
@@ -179,7 +179,7 @@ class UnifiedProvider(Provider):
             (f"{model.id} takes no callbacks", "drop webhook_url")
             if not model.honours(Option.WEBHOOK)
             else callback_refusal(
-                request.webhook_url, allow_insecure_loopback=self._flag("allow_insecure_callbacks")
+                request.webhook_url, allow_insecure_loopback=self.settings.allow_insecure_callbacks
             )
         )
         if refusal is not None:

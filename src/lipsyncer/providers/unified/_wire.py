@@ -14,8 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
-from lipsyncer.core.provider import ModelSpec
-from lipsyncer.core.schema import JobState, JobStatus, LipsyncRequest, Option
+from lipsyncer import JobState, JobStatus, LipsyncRequest, ModelSpec, Option
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from lipsyncer import (
+    Job,
     JobFailedError,
     JobState,
     JobStatus,
@@ -25,7 +26,6 @@ from lipsyncer import (
     VideoFile,
     hookimpl,
 )
-from lipsyncer.core.schema import Job
 
 _STATES = {
     "pending": JobState.QUEUED,

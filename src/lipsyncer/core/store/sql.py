@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from ..errors import ConfigError
 from ..schema import Job, JobState, JobStatus, utcnow
@@ -210,6 +210,8 @@ class SQLJobStore:
                 fix="for PostgreSQL install the extra: pip install 'lipsyncer[postgresql]'",
             ) from None
         self._sql = _Statements(self._sqlite)
+        self._dbapi: Any = self._engine.dialect.dbapi
+        self._compiled: dict[int, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._shared: Connection | None = None
         try:
@@ -270,14 +272,32 @@ class SQLJobStore:
                 raise
             conn.exec_driver_sql("COMMIT")
 
-    def _write(self, statement: Any, params: Mapping[str, Any]) -> int:
+    def _run(self, statement: Any, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """Execute a prebuilt statement on the DBAPI cursor, compiled once for this dialect: the hot path skips
+        SQLAlchemy's per-execution context (our parameters are plain str, int, float and None)."""
+        compiled = self._compiled.get(id(statement))
+        if compiled is None:
+            done = statement.compile(dialect=self._engine.dialect, column_keys=list(params))
+            names = tuple(done.positiontup) if done.positional and done.positiontup else None
+            compiled = self._compiled[id(statement)] = (done.string, names, dict(done.params))
+        sql, names, fixed = compiled  # fixed: the statement's own literals (a LIMIT)
+        merged = {**fixed, **params}
+        values: Any = tuple(merged[n] for n in names) if names is not None else merged
         with self._connection() as conn:
-            return int(conn.execute(statement, params).rowcount)
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, values)
+                rows: list[Any] = list(cursor.fetchall()) if cursor.description is not None else []
+                return rows, int(cursor.rowcount)
+            finally:
+                cursor.close()
+
+    def _write(self, statement: Any, params: Mapping[str, Any]) -> int:
+        return int(self._run(statement, params)[1])
 
     def _one(self, statement: Any, params: Mapping[str, Any]) -> Job | None:
-        with self._connection() as conn:
-            row = conn.execute(statement, params).first()
-        return _job(*row) if row is not None else None
+        rows = self._run(statement, params)[0]
+        return _job(*rows[0]) if rows else None
 
     # ------------------------------------------------------------------ schema
 
@@ -342,9 +362,8 @@ class SQLJobStore:
         job.version = 1
         row = _row(job)
         try:
-            with self._connection() as conn:
-                inserted = conn.execute(self._sql.create, row).first() is not None
-        except IntegrityError:  # the id itself collided: not a key replay, a bug
+            inserted = bool(self._run(self._sql.create, row)[0])
+        except self._dbapi.IntegrityError:  # the id itself collided: not a key replay, a bug
             raise ConfigError(f"job id {job.id} is already stored") from None
         if inserted:
             return job
@@ -394,11 +413,10 @@ class SQLJobStore:
         self._write(self._sql.release, {"b_id": job_id, "b_owner": owner})
 
     def claim_of(self, job_id: str) -> Claim | None:
-        with self._connection() as conn:
-            row = conn.execute(self._sql.claim_of, {"b_id": job_id}).first()
-        if row is None or row[0] is None:
+        rows = self._run(self._sql.claim_of, {"b_id": job_id})[0]
+        if not rows or rows[0][0] is None:
             return None
-        return Claim(owner=str(row[0]), until=float(row[1]))
+        return Claim(owner=str(rows[0][0]), until=float(rows[0][1]))
 
     def record_status(self, job_id: str, status: JobStatus) -> None:
         params = {

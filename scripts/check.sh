@@ -4,6 +4,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
 [ -x "$bin/python" ] || { echo "run: python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'" >&2; exit 2; }
+
+# The fleet tests start private redis-server and PostgreSQL instances (real binaries, loopback ports, temp dirs).
+# Install them on a fresh Debian/Ubuntu machine when missing and we may (root with apt-get); otherwise say how.
+have_postgres() { command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+if ! command -v redis-server >/dev/null || ! have_postgres; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing redis-server and postgresql (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server postgresql >/dev/null
+    else
+        echo "the fleet tests need redis-server and PostgreSQL's initdb/postgres: see the README" >&2
+    fi
+fi
 echo "== ruff"; "$bin/ruff" check src tests bench docs/examples; "$bin/ruff" format --check src tests bench docs/examples
 echo "== mypy --strict src"; "$bin/mypy" --strict src
 echo "== docs"; "$bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"

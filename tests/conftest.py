@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+# --import-mode=importlib puts no test folder on sys.path: make tests/servers.py importable as ``servers``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from lipsyncer.contrib.sandbox import Sandbox
 from lipsyncer.contrib.sandbox.testing import fast_config
+from servers import PostgresServer, RedisServer, postgres_server, redis_server
 
 
 @pytest.fixture
@@ -40,3 +46,23 @@ def make_sandbox(sandbox_overrides: dict[str, Any]) -> Iterator[Callable[..., Sa
 @pytest.fixture
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     return make_sandbox()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a free loopback port for the whole session (started on first use)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database on the session's PostgreSQL."""
+    return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port for the whole session (started on first use)."""
+    with redis_server() as server:
+        yield server

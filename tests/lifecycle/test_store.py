@@ -1,4 +1,6 @@
-"""Job store semantics every implementation must have: compare-and-swap, unique keys, claims, migration."""
+"""Job store semantics every implementation must have: compare-and-swap, unique keys, claims, migration.
+
+The SQL store runs on SQLite and on a private PostgreSQL (real server, see tests/servers.py)."""
 
 from __future__ import annotations
 
@@ -12,19 +14,24 @@ import pytest
 
 from lipsyncer import Job, JobState, MemoryJobStore, SQLiteJobStore
 from lipsyncer.core.errors import ConfigError
-from lipsyncer.core.jobs import SCHEMA_VERSION, JobStore
+from lipsyncer.core.jobs import SCHEMA_VERSION, JobStore, store_from_url
 
 StoreFactory = Callable[[], JobStore]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Several handles on one store (for SQLite: separate connections to one file, like processes)."""
+    """Several handles on one store (SQL: separate engines on one database, like processes)."""
     made: list[JobStore] = []
     shared = MemoryJobStore()
+    target = {
+        "sqlite": lambda: str(tmp_path / "jobs.sqlite"),
+        "postgresql": lambda: request.getfixturevalue("postgres_url"),
+        "memory": lambda: "",
+    }[request.param]()
 
     def make() -> JobStore:
-        store: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite") if request.param == "sqlite" else shared
+        store: JobStore = store_from_url(target) if target else shared
         made.append(store)
         return store
 
@@ -177,22 +184,25 @@ def test_a_newer_store_is_refused(tmp_path: Path) -> None:
     assert info.value.fix is not None and "upgrade lipsyncer" in info.value.fix
 
 
-def _claim_in_process(path: str, owner: str, barrier: object, results: object) -> None:
-    store = SQLiteJobStore(path)
+def _claim_in_process(target: str, owner: str, barrier: object, results: object) -> None:
+    store = store_from_url(target)
     barrier.wait()  # type: ignore[attr-defined]
     results.put((owner, store.claim("job_1", owner, until=1e12, now=1.0)))  # type: ignore[attr-defined]
     store.close()
 
 
 @pytest.mark.slow
-def test_exactly_one_process_wins_a_claim(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite"
-    SQLiteJobStore(path).create(new_job())
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_exactly_one_process_wins_a_claim(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    target = str(tmp_path / "jobs.sqlite") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    store_from_url(target).create(new_job())
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_claim_in_process, args=(str(path), f"p{i}", barrier, results)) for i in range(4)
+        ctx.Process(target=_claim_in_process, args=(target, f"p{i}", barrier, results)) for i in range(4)
     ]
     for p in procs:
         p.start()
@@ -201,5 +211,5 @@ def test_exactly_one_process_wins_a_claim(tmp_path: Path) -> None:
         p.join(timeout=60)
     winners = [owner for owner, won in outcomes.items() if won]
     assert len(winners) == 1
-    claim = SQLiteJobStore(path).claim_of("job_1")
+    claim = store_from_url(target).claim_of("job_1")
     assert claim is not None and claim.owner == winners[0]

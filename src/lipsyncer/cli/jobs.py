@@ -1,4 +1,4 @@
-"""``jobs list | show | resume | download | cancel | resolve | prune | export``: the job store, anywhere.
+"""``jobs list | show | resume | download | cancel | resolve | prune | export | migrate``: the job store.
 
 A job submitted by a process that was killed is resumed here; it is saved where that ``run`` asked (the output
 path is part of the stored job), never submitted again.
@@ -15,8 +15,10 @@ import anyio
 import typer
 
 from ..core.client import AsyncLipsyncer
+from ..core.config import load_settings
 from ..core.errors import LipsyncError
 from ..core.schema import Job, JobState, LipsyncResult, utcnow
+from ..core.store import SCHEMA_VERSION, default_store_path, redacted, store_from_url
 from .errors import CliInputError, describe
 from .helptext import PlainCommand, PlainGroup
 from .housekeeping import FINISHED, csv_rows, delete_jobs, jsonl_lines, parse_age, prunable
@@ -24,7 +26,7 @@ from .options import ConfigOpt, ForceOpt, JsonOpt, StoreOpt, WideOpt
 from .payloads import error_payload, job_payload, result_payload
 from .progress import StatusProgress
 from .render import Ui, job_detail, jobs_table, result_lines
-from .session import ClientOptions, open_session
+from .session import ClientOptions, open_session, store_setting
 
 __all__ = ["build_jobs_app", "register"]
 
@@ -54,6 +56,7 @@ def build_jobs_app() -> typer.Typer:
     jobs.command("resolve", cls=PlainCommand)(resolve_command)
     jobs.command("prune", cls=PlainCommand)(prune_command)
     jobs.command("export", cls=PlainCommand)(export_command)
+    jobs.command("migrate", cls=PlainCommand)(migrate_command)
     return jobs
 
 
@@ -348,3 +351,16 @@ def export_command(
                 Ui.create().say(f"wrote {len(found)} job(s) to {output}", style="dim")
 
     anyio.run(go)
+
+
+def migrate_command(config: ConfigOpt = None, store: StoreOpt = None) -> None:
+    """Bring the job store's schema up to this lipsyncer's version (stop the workers using it first).
+
+    SQLite stores are migrated when opened; a PostgreSQL store is refused until this runs once."""
+    ui = Ui.create()
+    target = store_setting(store) if store is not None else load_settings(config).job_store
+    opened = store_from_url(target or default_store_path(), migrate=True)
+    try:
+        ui.say(f"{redacted(str(target or default_store_path()))} is at schema version {SCHEMA_VERSION}")
+    finally:
+        opened.close()

@@ -95,8 +95,12 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", metavar="PATH", help="A lipsyncer TOML config (else the usual places)."),
 ]
 StoreOpt = Annotated[
-    Path | None,
-    typer.Option("--store", metavar="PATH", help="SQLite job store (default: config / data dir)."),
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="PATH|URL",
+        help="Job store: a SQLite path or a postgresql:// URL (default: config / data dir).",
+    ),
 ]
 SandboxOpt = Annotated[
     bool,

@@ -22,7 +22,15 @@ from ..core.jobs import JobStore, MemoryJobStore
 if TYPE_CHECKING:
     from ..contrib.sandbox import Sandbox
 
-__all__ = ["SANDBOX_POLLING", "ClientOptions", "Session", "open_session", "sandbox_env", "start_sandbox"]
+__all__ = [
+    "SANDBOX_POLLING",
+    "ClientOptions",
+    "Session",
+    "open_session",
+    "sandbox_env",
+    "start_sandbox",
+    "store_setting",
+]
 
 SANDBOX_POLLING: Mapping[str, float] = MappingProxyType(
     {"initial_interval": 0.25, "max_interval": 1.0, "multiplier": 1.5}
@@ -38,7 +46,8 @@ class ClientOptions:
     """The flags that decide how the client is built."""
 
     config: Path | None = None
-    store: Path | None = None
+    store: str | Path | None = None
+    """A SQLite path or a database URL (``postgresql://...``)."""
     sandbox: bool = False
     ephemeral: bool = False
     """Keep jobs in memory: commands that never submit (route, estimate, providers) leave no store behind."""
@@ -48,6 +57,12 @@ class ClientOptions:
     """Extra :class:`SandboxConfig` fields for the in-process sandbox."""
     overrides: Mapping[str, Any] | None = None
     """Settings applied on top of the loaded ones (e.g. the demo's fast polling)."""
+
+
+def store_setting(store: str | Path) -> str:
+    """``--store`` as a ``job_store`` setting: a URL as given, a path made absolute."""
+    text = str(store)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -137,7 +152,7 @@ class open_session:
                 settings = settings.with_overrides(polling=dict(SANDBOX_POLLING))
         store: JobStore | None = None
         if opts.store is not None:
-            settings = settings.with_overrides(job_store=str(opts.store.expanduser().resolve()))
+            settings = settings.with_overrides(job_store=store_setting(opts.store))
         elif opts.ephemeral:
             store = MemoryJobStore()
         elif opts.sandbox:

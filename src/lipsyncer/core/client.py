@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -28,7 +28,7 @@ from .errors import (
     NoRouteError,
     SubmitOutcomeUnknownError,
 )
-from .jobs import JobStore, SQLiteJobStore, default_store_path
+from .jobs import JobStore, default_store_path, store_from_url
 from .lifecycle import Lifecycle
 from .media import MediaProbeError, check_local_media, output_duration, probe
 from .plugins import PluginHost
@@ -37,11 +37,14 @@ from .registry import Registry
 from .router import Exclusion, Route, RoutePlan, Router
 from .schema import Job, JobEvent, JobState, JobStatus, LipsyncRequest, LipsyncResult, MediaKind
 from .submit import JOB_PARAM, Submitter
-from .waiting import StatusCallback, Waiting
+from .waiting import StatusCallback, Waiting, failure_of
 
-__all__ = ["AsyncLipsyncer", "StatusCallback"]
+__all__ = ["AsyncLipsyncer", "Completer", "StatusCallback"]
 
 log = logging.getLogger("lipsyncer")
+
+Completer = Callable[[Job], Awaitable[None]]
+"""Hands a job its provider finished to whoever completes it (a task queue), instead of completing it inline."""
 
 
 class AsyncLipsyncer:
@@ -53,10 +56,13 @@ class AsyncLipsyncer:
         env: replaces ``os.environ`` for keys and ``LIPSYNCER_*`` variables (tests, multi-tenant hosts).
         transport: one httpx transport for every provider, storage and download request (the in-process
             sandbox, a recording transport); borrowed, never closed by the client.
-        store: the job store; when None, SQLite at ``job_store`` (or the user data dir), owned and closed.
+        store: the job store; when None, the one ``job_store`` names (a SQLite path or a ``postgresql://``
+            URL; default: SQLite in the user data dir), owned and closed.
         plugins: plugin objects registered in-process, besides the installed entry points.
         entry_points: False to load no installed plugins (only ``plugins``).
         clock: unix-seconds clock for claim leases (tests move it instead of sleeping).
+        completer: when set, a webhook saying a job finished calls it instead of completing the job in the
+            receiving process (a fleet enqueues the completion, see ``lipsyncer.contrib.celery``).
     """
 
     def __init__(
@@ -70,7 +76,9 @@ class AsyncLipsyncer:
         plugins: Iterable[object] = (),
         entry_points: bool = True,
         clock: Callable[[], float] | None = None,
+        completer: Completer | None = None,
     ) -> None:
+        self.completer = completer
         self.registry = Registry(
             settings, config=config, env=env, transport=transport, plugins=plugins, entry_points=entry_points
         )
@@ -78,7 +86,7 @@ class AsyncLipsyncer:
         self.store: JobStore = (
             store
             if store is not None
-            else SQLiteJobStore(self.settings.job_store or default_store_path(dict(self.registry.env)))
+            else store_from_url(self.settings.job_store or default_store_path(dict(self.registry.env)))
         )
         self.lifecycle = Lifecycle(
             self.store,
@@ -409,9 +417,22 @@ class AsyncLipsyncer:
         job = self.lifecycle.observe(job, event.status)
         if self._waiting.has_waiter(job.id):
             self._waiting.deliver(job, event.output)
+        elif event.status.state is JobState.COMPLETED and self.completer is not None:
+            await self.completer(job)
         elif event.status.state is JobState.COMPLETED:
             await self._waiting.try_finish(job, event.output)
         return self.store.get(job.id)
+
+    # ------------------------------------------------------------------ queues (fleet workers)
+
+    async def complete(self, job: Job | str) -> LipsyncResult | None:
+        """Fetch, store and save a job its provider finished — once, under the job's claim — without waiting:
+        a queue's completion step. None while another owner holds the claim (it completes the job, or its
+        lease runs out: call again later). A failed or unresolved job raises its failure."""
+        job = self.lifecycle.fresh(job)
+        if job.remote_id is None and not job.state.finished:
+            raise failure_of(job)
+        return await self._waiting.try_finish(job)
 
     async def download(self, result: LipsyncResult, path: str | Path) -> LipsyncResult:
         """Stream the video to ``path`` (atomic, resumable); the stored result records where it went."""

@@ -24,6 +24,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "CelerySettings",
     "LimitsSettings",
     "PluginSettings",
     "PollingPolicy",
@@ -112,13 +113,26 @@ class PluginSettings(_Strict):
     strict: bool = False
 
 
+class CelerySettings(_Strict):
+    """``[celery]``: where :mod:`lipsyncer.contrib.celery` workers take tasks from and put results."""
+
+    broker_url: str | None = Field(default=None, repr=False, description="e.g. redis://host:6379/0")
+    result_backend: str | None = Field(default=None, repr=False, description="e.g. redis://host:6379/1")
+    queue: str = Field(default="lipsyncer", description="the queue lipsyncer's tasks are sent to")
+    options: dict[str, Any] = Field(default_factory=dict, description="any other Celery setting, as is")
+
+
 class Settings(_Strict):
     model: str | None = Field(default=None, description="the model of requests that name none")
     strategy: str = "priority"
     fallbacks: bool = True
     max_attempts: int = Field(default=3, ge=1, description="tries across retries and fallbacks together")
     storage: str | None = None
-    job_store: str | None = Field(default=None, description="SQLite path; None: the user data dir")
+    job_store: str | None = Field(
+        default=None,
+        repr=False,  # a URL may carry a password
+        description="SQLite path or postgresql:// URL; None: SQLite in the user data dir",
+    )
     download_dir: str | None = None
     polling: PollingPolicy | None = None
     webhook_jwks_url: str | None = None
@@ -134,6 +148,7 @@ class Settings(_Strict):
     resume_concurrency: int = Field(default=8, ge=1, description="jobs resume() finishes at once")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     storages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     only: list[str] | None = Field(default=None, description="enable only these providers, in this order")

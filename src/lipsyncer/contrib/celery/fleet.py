@@ -1,0 +1,177 @@
+"""lipsyncer's side of a Celery app: its settings, one client per process, and how a job's tasks are sent.
+
+A job crosses three tasks, none of which waits while the provider works: ``lipsyncer.submit`` sends the
+prepared job, ``lipsyncer.poll`` makes one status look-up and re-schedules itself with the polling policy's
+backoff as its countdown, and ``lipsyncer.complete`` fetches, stores and saves the result. Each is safe to
+run twice (Celery delivers at least once): sends, transitions and completions are guarded by the job
+store's idempotency keys, compare-and-swap and claims, not by the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from celery import Celery
+from celery.result import AsyncResult
+from celery.signals import worker_process_shutdown, worker_shutdown
+
+from ...core.client import AsyncLipsyncer
+from ...core.config import PollingPolicy, Settings, load_settings
+from ...core.schema import Job, LipsyncRequest
+from .runtime import Runtime
+
+__all__ = ["COMPLETE", "POLL", "SUBMIT", "SWEEP", "Fleet", "create_app", "fleet_of", "result_id"]
+
+SUBMIT = "lipsyncer.submit"
+POLL = "lipsyncer.poll"
+COMPLETE = "lipsyncer.complete"
+SWEEP = "lipsyncer.sweep"
+
+
+def result_id(job_id: str) -> str:
+    """The Celery task id under which a job's outcome (its result, or its error) is stored."""
+    return f"lipsyncer-{job_id}"
+
+
+class Fleet:
+    """Settings (read lazily, in the process that uses them) and the per-process client of one Celery app.
+
+    Args:
+        settings: ready settings; when None, loaded from ``config`` and the usual places when first needed.
+        config, env, transport, plugins, entry_points: as for :class:`~lipsyncer.AsyncLipsyncer`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        plugins: Iterable[object] = (),
+        entry_points: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._config = config
+        self._env = env
+        self._transport = transport
+        self._plugins = tuple(plugins)
+        self._entry_points = entry_points
+        self.runtime = Runtime(lambda: self.client(completer=True))
+        self.app: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Fleet {self.runtime!r}>"
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            config = Path(self._config) if self._config is not None else None
+            self._settings = load_settings(config, env=self._env)
+        return self._settings
+
+    def client(self, *, completer: bool = True) -> AsyncLipsyncer:
+        """A new client on this fleet's settings and store; with ``completer``, a webhook it handles enqueues
+        the job's completion instead of completing it in the receiving process (use it for ``webhook_app``)."""
+        return AsyncLipsyncer(
+            self.settings,
+            env=self._env,
+            transport=self._transport,
+            plugins=self._plugins,
+            entry_points=self._entry_points,
+            completer=self.enqueue_completion if completer else None,
+        )
+
+    def celery_config(self) -> dict[str, Any]:
+        """The Celery settings lipsyncer needs; ``[celery] options`` overrides any of them."""
+        section = self.settings.celery
+        conf: dict[str, Any] = {
+            "task_default_queue": section.queue,
+            # At least once: a task is acknowledged after it ran, and re-delivered when its worker dies.
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_serializer": "json",
+            "result_serializer": "json",
+            "accept_content": ["json"],
+            "result_extended": True,
+            "broker_connection_retry_on_startup": True,
+        }
+        if section.broker_url:
+            conf["broker_url"] = section.broker_url
+        if section.result_backend:
+            conf["result_backend"] = section.result_backend
+        conf.update(section.options)
+        return conf
+
+    # ------------------------------------------------------------------ sending tasks
+
+    def enqueue(self, request: LipsyncRequest, *, idempotency_key: str, save_to: str | Path | None) -> str:
+        """Store the job (routed, not sent), then send its submit task; returns the job id."""
+
+        async def prepare(client: AsyncLipsyncer) -> Job:
+            return client.prepare(request, idempotency_key=idempotency_key, save_to=save_to)
+
+        job = self.runtime.call(prepare)
+        self.send_submit(job.id)
+        return job.id
+
+    def send_submit(self, job_id: str) -> AsyncResult:
+        return self.app.send_task(SUBMIT, args=[job_id])
+
+    def send_poll(self, job_id: str, *, step: int, failures: int, countdown: float) -> AsyncResult:
+        kwargs = {"step": step, "failures": failures}
+        return self.app.send_task(POLL, args=[job_id], kwargs=kwargs, countdown=countdown)
+
+    def send_complete(self, job_id: str, *, countdown: float | None = None) -> AsyncResult:
+        """Its task id is the job's :func:`result_id`: every completion of a job reports under one id."""
+        return self.app.send_task(COMPLETE, args=[job_id], task_id=result_id(job_id), countdown=countdown)
+
+    async def enqueue_completion(self, job: Job) -> None:
+        """The client's ``completer``: a webhook said the job finished; a worker completes it."""
+        await anyio.to_thread.run_sync(lambda: self.send_complete(job.id))
+
+    def result(self, job_id: str) -> AsyncResult:
+        return AsyncResult(result_id(job_id), app=self.app)
+
+
+def backoff(policy: PollingPolicy, step: int) -> float:
+    """Seconds before look-up ``step`` (0 first): the policy's exponential backoff, capped, with jitter."""
+    interval = min(policy.initial_interval * policy.multiplier ** min(step, 64), policy.max_interval)
+    return interval * (1 + random.uniform(-policy.jitter, policy.jitter))
+
+
+def create_app(fleet: Fleet | None = None, *, main: str = "lipsyncer") -> Any:
+    """A Celery app with lipsyncer's tasks, configured from the lipsyncer config (``[celery]``) when first used.
+
+    ``lipsyncer.contrib.celery.app`` is one of these; build your own to pass settings explicitly.
+    """
+    from .tasks import register
+
+    fleet = fleet or Fleet()
+    app = Celery(main, set_as_current=False)
+    app.add_defaults(fleet.celery_config)  # a promise: read when the app's configuration is first needed
+    app.lipsyncer_fleet = fleet
+    fleet.app = app
+    register(app, fleet)
+    worker_process_shutdown.connect(fleet.runtime.close, weak=False)
+    worker_shutdown.connect(fleet.runtime.close, weak=False)
+    return app
+
+
+def fleet_of(app: Any) -> Fleet:
+    fleet = getattr(app, "lipsyncer_fleet", None)
+    if not isinstance(fleet, Fleet):
+        from ...core.errors import ConfigError
+
+        raise ConfigError(
+            "this Celery app has no lipsyncer tasks",
+            fix="build it with lipsyncer.contrib.celery.create_app()",
+        )
+    return fleet

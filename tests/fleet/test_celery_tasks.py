@@ -1,0 +1,172 @@
+"""The Celery tasks against real components: a worker in this process (so the test sees its job_event hooks),
+a private redis-server as broker and result backend, a private PostgreSQL job store, the loopback sandbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from fleet_support import SANDBOX_KEYS, FleetSetup
+
+from lipsyncer import JobFailedError, JobState, LipsyncRequest, PollingPolicy, hookimpl, load_settings
+from lipsyncer.contrib.celery import Fleet, create_app, enqueue, result
+from lipsyncer.contrib.celery.fleet import backoff
+from lipsyncer.contrib.sandbox import Fault, LoopbackServer
+from lipsyncer.contrib.sandbox.testing import SampleMedia
+from lipsyncer.core.jobs import store_from_url
+from lipsyncer.core.schema import JobEvent
+
+GUARD = 90  # seconds: a hang guard, not a timing assertion
+
+
+class Events:
+    """A job_event plugin: what the worker's client emitted."""
+
+    def __init__(self) -> None:
+        self.seen: list[JobEvent] = []
+
+    @hookimpl
+    def job_event(self, event: JobEvent) -> None:
+        self.seen.append(event)
+
+    def kinds(self, job_id: str) -> Counter[str]:
+        return Counter(e.kind for e in self.seen if e.job_id == job_id)
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def fleet_app(fleet_setup: FleetSetup, events: Events) -> Iterator[Any]:
+    settings = load_settings(fleet_setup.config, env=SANDBOX_KEYS)
+    fleet = Fleet(settings, env=SANDBOX_KEYS, plugins=[events])
+    app = create_app(fleet)
+    yield app
+    fleet.runtime.close()
+
+
+@pytest.fixture
+def worker(fleet_app: Any) -> Iterator[Any]:
+    with start_worker(
+        fleet_app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING"
+    ) as w:
+        yield w
+
+
+def request_for(media: SampleMedia, model: str = "lipsync-2") -> LipsyncRequest:
+    return LipsyncRequest(video=media.video, audio=media.audio, model=model)
+
+
+def test_an_enqueued_job_is_submitted_polled_completed_and_saved_by_a_worker(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer, events: Events, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.mp4"
+    job_id = enqueue(request_for(media), idempotency_key="order-1", save_to=out, app=fleet_app)
+    value = result(job_id, app=fleet_app).get(timeout=GUARD)
+    assert value["job_id"] == job_id and value["saved_to"] == str(out.resolve())
+    assert out.stat().st_size > 0
+    stored = store_from_url(fleet_app.lipsyncer_fleet.settings.job_store).get(job_id)
+    assert stored is not None and stored.state is JobState.COMPLETED and stored.result is not None
+    assert stored.result.remote_id == served.sandbox.jobs[0].id
+    kinds = events.kinds(job_id)  # fired by the worker's client, once per stored transition
+    assert (kinds["submitted"], kinds["completed"], kinds["downloaded"]) == (1, 1, 1)
+    assert len(served.sandbox.submits()) == 1
+    # The same key again: the stored job, nothing new sent.
+    assert enqueue(request_for(media), idempotency_key="order-1", save_to=out, app=fleet_app) == job_id
+
+
+def test_tasks_delivered_twice_send_once_and_complete_once(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer, events: Events, tmp_path: Path
+) -> None:
+    fleet = fleet_app.lipsyncer_fleet
+    job_id = enqueue(
+        request_for(media), idempotency_key="twice", save_to=tmp_path / "twice.mp4", app=fleet_app
+    )
+    duplicates = [fleet.send_submit(job_id), fleet.send_submit(job_id)]  # at-least-once: redeliveries
+    first = result(job_id, app=fleet_app).get(timeout=GUARD)
+    for duplicate in duplicates:
+        duplicate.get(timeout=GUARD)
+    for _ in range(2):
+        assert fleet.send_complete(job_id).get(timeout=GUARD) == first
+    sandbox = served.sandbox
+    assert len(sandbox.submits()) == 1
+    assert len(sandbox.find_requests(api="fal", operation="result")) == 1  # fetched once
+    file_gets = [r for r in sandbox.find_requests(api="cdn", operation="file") if r.method == "GET"]
+    assert len(file_gets) == 1  # downloaded once
+    kinds = events.kinds(job_id)
+    assert (kinds["submitted"], kinds["completed"], kinds["downloaded"]) == (1, 1, 1)
+
+
+def test_a_failed_job_reports_its_error_through_the_celery_result_and_the_store(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer
+) -> None:
+    served.sandbox.add_fault(Fault(kind="job_error", api="fal", error_type="face_detection_error"))
+    job_id = enqueue(request_for(media), idempotency_key="faceless", app=fleet_app)
+    outcome = result(job_id, app=fleet_app)
+    with pytest.raises(Exception) as info:
+        outcome.get(timeout=GUARD)
+    assert isinstance(info.value, JobFailedError) and job_id in str(info.value)
+    assert outcome.state == "FAILURE"
+    stored = store_from_url(fleet_app.lipsyncer_fleet.settings.job_store).get(job_id)
+    assert stored is not None and stored.state is JobState.FAILED and stored.error_code is not None
+
+
+@pytest.fixture
+def sandbox_overrides() -> dict[str, Any]:
+    return {"processing_seconds": 1.0, "queue_seconds": 0.1}
+
+
+def test_a_single_slot_worker_never_blocks_while_providers_work(
+    fleet_setup: FleetSetup, media: SampleMedia, served: LoopbackServer
+) -> None:
+    """One worker thread, three jobs: every submit reaches the sandbox before the first result is fetched,
+    so the worker went on while the first job was processing (its look-ups are re-scheduled tasks)."""
+    settings = load_settings(fleet_setup.config, env=SANDBOX_KEYS)
+    fleet = Fleet(settings, env=SANDBOX_KEYS)
+    app = create_app(fleet)
+    try:
+        with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING"):
+            ids = [enqueue(request_for(media), idempotency_key=f"slot-{i}", app=app) for i in range(3)]
+            for job_id in ids:
+                result(job_id, app=app).get(timeout=GUARD)
+    finally:
+        fleet.runtime.close()
+    requests = served.sandbox.requests
+    submits = [r.seq for r in requests if (r.api, r.operation) == ("fal", "submit")]
+    fetches = [r.seq for r in requests if (r.api, r.operation) == ("fal", "result")]
+    assert len(submits) == 3 and len(fetches) == 3
+    assert max(submits) < min(fetches)
+
+
+def test_a_sweep_restarts_jobs_whose_messages_were_lost(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer, tmp_path: Path
+) -> None:
+    """Jobs with no task in the broker (one sent outside the fleet, one prepared whose submit message was
+    lost): the sweep sends the prepared one and looks up the other; both complete, each sent once."""
+    fleet = fleet_app.lipsyncer_fleet
+
+    async def outside(client: Any) -> tuple[str, str]:
+        sent = await client.submit(request_for(media), idempotency_key="outside")
+        prepared = client.prepare(request_for(media), idempotency_key="lost-message")
+        return sent.id, prepared.id
+
+    sent_id, prepared_id = fleet.runtime.call(outside)
+    counts = fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)
+    assert counts == {"submitted": 1, "polled": 1}
+    for job_id in (sent_id, prepared_id):
+        assert result(job_id, app=fleet_app).get(timeout=GUARD)["job_id"] == job_id
+    assert len(served.sandbox.submits()) == 2
+
+
+@pytest.mark.parametrize("step", [0, 1, 3, 20])
+def test_poll_countdowns_follow_the_policy_backoff(step: int) -> None:
+    policy = PollingPolicy(initial_interval=2.0, multiplier=1.5, max_interval=20.0, jitter=0.25)
+    base = min(2.0 * 1.5**step, 20.0)  # the rule: exponential from the initial interval, capped
+    for _ in range(50):
+        assert base * 0.75 <= backoff(policy, step) <= base * 1.25

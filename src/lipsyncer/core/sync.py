@@ -211,6 +211,21 @@ class Lipsyncer:
     ) -> Job:
         return self._call(self._async.submit, request, idempotency_key=idempotency_key, save_to=save_to)
 
+    def prepare(
+        self,
+        request: LipsyncRequest,
+        *,
+        idempotency_key: str | None = None,
+        save_to: str | Path | None = None,
+    ) -> Job:
+        return self._sync().prepare(request, idempotency_key=idempotency_key, save_to=save_to)
+
+    def send(self, job: Job | str) -> Job:
+        return self._call(self._async.send, job)
+
+    def complete(self, job: Job | str) -> LipsyncResult | None:
+        return self._call(self._async.complete, job)
+
     def status(self, job: Job | str) -> JobStatus:
         return self._call(self._async.status, job)
 

@@ -19,5 +19,6 @@ if ! command -v redis-server >/dev/null || ! have_postgres; then
 fi
 echo "== ruff"; "$bin/ruff" check src tests bench docs/examples; "$bin/ruff" format --check src tests bench docs/examples
 echo "== mypy --strict src"; "$bin/mypy" --strict src
+export NO_MKDOCS_2_WARNING=1  # the theme's banner about MkDocs 2, on every build
 echo "== docs"; "$bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== pytest"; "$bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -439,10 +439,6 @@ class AsyncLipsyncer:
         job = self.lifecycle.fresh(result.job_id)
         return await self._waiting.save(job, result, path)
 
-    def webhook_target(self) -> str | None:
-        """The client's own webhook receiver URL (``webhook_url`` in the config), if any."""
-        return self.settings.webhook_url
-
 
 def _expected_output(
     request: LipsyncRequest,

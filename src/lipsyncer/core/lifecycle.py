@@ -44,7 +44,6 @@ Emit = Callable[[JobEvent], None]
 Change = Callable[[Job], "list[tuple[EventKind, dict[str, Any]]] | None"]
 """Mutates a draft of the freshest row; returns the events the transition fires, or None: nothing to do."""
 
-_UNFINISHED = frozenset({JobState.SUBMITTING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING})
 _SETTLED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN})
 
 
@@ -405,7 +404,3 @@ def _event(kind: EventKind, job: Job, **fields: Any) -> JobEvent:
         cost=actual,
         **fields,
     )
-
-
-def is_unfinished(job: Job) -> bool:
-    return job.state in _UNFINISHED

@@ -108,5 +108,5 @@ async def test_a_storm_of_500_jobs_bills_nothing_twice_and_loses_nothing(
         assert row.result is not None and row.result.saved_to and Path(row.result.saved_to).stat().st_size > 0
     # and nothing finished here that the sandbox did not finish
     assert {j.id for j in rows.values() if j.state is JobState.COMPLETED} <= {str(i) for i in completed_there}
-    faults = {f.fault.kind: f.fired for f in sandbox.faults}
-    assert faults.get("storm", 0) >= JOBS * 0.2  # the storm really blew
+    blown = sum(f.fired for f in sandbox.faults if f.fault.kind == "storm")  # one storm entry per API
+    assert blown >= JOBS * 0.2  # the storm really blew

@@ -21,4 +21,9 @@ echo "== ruff"; "$bin/ruff" check src tests bench docs/examples; "$bin/ruff" for
 echo "== mypy --strict src"; "$bin/mypy" --strict src
 export NO_MKDOCS_2_WARNING=1  # the theme's banner about MkDocs 2, on every build
 echo "== docs"; "$bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
-echo "== pytest"; "$bin/python" -m pytest -q -p no:cacheprovider "$@"
+# Bytecode caches on: the workers and every subprocess a test starts would otherwise compile lipsyncer (and
+# pytest would re-rewrite every test module) from source each time. Compile once, before the workers start.
+unset PYTHONDONTWRITEBYTECODE
+"$bin/python" -m compileall -q src tests bench >/dev/null
+# Four workers on two cores: most tests wait on loopback servers, subprocesses and timers, not on the CPU.
+echo "== pytest"; "$bin/python" -m pytest -q -p no:cacheprovider -n "${LIPSYNCER_TEST_WORKERS:-4}" "$@"

@@ -12,7 +12,7 @@ import pytest
 # --import-mode=importlib puts no test folder on sys.path: make tests/servers.py importable as ``servers``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lipsyncer.contrib.sandbox import Sandbox
+from lipsyncer.contrib.sandbox import ManualClock, Sandbox
 from lipsyncer.contrib.sandbox.testing import fast_config
 from servers import PostgresServer, RedisServer, postgres_server, redis_server
 
@@ -29,12 +29,20 @@ def sandbox_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_sandbox(sandbox_overrides: dict[str, Any]) -> Iterator[Callable[..., Sandbox]]:
-    """Build fast sandboxes with config overrides; all are closed after the test."""
+def make_sandbox(
+    sandbox_overrides: dict[str, Any], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Sandbox]]:
+    """Build fast sandboxes with config overrides; all are closed after the test.
+
+    A test marked ``frozen_sandbox_clock`` gets sandboxes whose time stands still (a ``ManualClock`` nobody
+    moves): what it checks of a fresh job cannot change while a loaded machine is slow to answer.
+    """
     made: list[Sandbox] = []
+    frozen = request.node.get_closest_marker("frozen_sandbox_clock") is not None
 
     def make(**overrides: Any) -> Sandbox:
-        sandbox = Sandbox(fast_config(**{**sandbox_overrides, **overrides}))
+        base = {**sandbox_overrides, "clock": ManualClock()} if frozen else sandbox_overrides
+        sandbox = Sandbox(fast_config(**{**base, **overrides}))
         made.append(sandbox)
         return sandbox
 

@@ -31,6 +31,8 @@ def client(env: dict[str, str] | None = None, **overrides: object) -> AsyncLipsy
     return AsyncLipsyncer(load_settings(env=env, cwd="/", **overrides), env=env, store=MemoryJobStore())
 
 
+ROUTING = client()
+
 speakers = st.one_of(
     st.none(),
     st.just(ActiveSpeaker.automatic()),
@@ -59,7 +61,7 @@ requests = st.builds(
 def test_every_candidate_honours_every_option_and_failures_name_every_provider(
     request: LipsyncRequest,
 ) -> None:
-    c = client()
+    c = ROUTING  # routing reads only the client's settings: one client serves every example
     try:
         plan = c.route(request)
     except NoRouteError as exc:

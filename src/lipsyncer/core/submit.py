@@ -170,9 +170,9 @@ class Submitter:
                 attempts.append(attempt)
                 job = self.lifecycle.attempt_failed(job, attempt)
                 last_error = exc
-                if not _safe_elsewhere(exc):
+                if not _safe_elsewhere(exc) or not await self._next(index, candidates, exc, len(attempts)):
                     break
-                index = await self._next(index, candidates, exc, len(attempts))
+                index += 1
                 continue
             webhook = self._webhook_for(provider, request, route)
             limits = self.registry.limits
@@ -213,9 +213,9 @@ class Submitter:
                 error.job = job
                 error.attempts = tuple(job.attempts)
                 raise error
-            if not _safe_elsewhere(error):
+            if not _safe_elsewhere(error) or not await self._next(index, candidates, error, len(attempts)):
                 break
-            index = await self._next(index, candidates, error, len(attempts))
+            index += 1
         assert last_error is not None
         job = self.lifecycle.refused(job, code=type(last_error).__name__, message=str(last_error))
         last_error.attempts = tuple(job.attempts)
@@ -266,12 +266,15 @@ class Submitter:
         error.job = job
         raise error
 
-    async def _next(self, index: int, candidates: list[Route], exc: LipsyncError, tries: int) -> int:
-        """Move to the next candidate; on the last one, retry it after a delay while the budget lasts."""
-        index += 1
-        if index >= len(candidates):
-            await self._sleep(_retry_delay(exc, tries))
-        return index
+    async def _next(self, index: int, candidates: list[Route], exc: LipsyncError, tries: int) -> bool:
+        """Whether to try again: the next candidate now, or the last one again after a delay when the refusal
+        is transient (a refused key or an exhausted quota does not change by asking the same provider twice)."""
+        if index + 1 < len(candidates):
+            return True
+        if isinstance(exc, ProviderError) and not exc.retryable:
+            return False
+        await self._sleep(_retry_delay(exc, tries))
+        return True
 
     async def _send(
         self,

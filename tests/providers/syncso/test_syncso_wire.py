@@ -54,6 +54,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.frozen_sandbox_clock  # the job is still queued when its create answer is read
 @pytest.mark.parametrize(("model", "fields", "options"), CASES)
 async def test_create_body_and_headers(
     model: str,

@@ -46,7 +46,7 @@ def until(
         if time.monotonic() > give_up:
             logs = "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in workers)
             pytest.fail(f"{what}: not reached ({describe()})\n{logs}")
-        time.sleep(0.1)
+        time.sleep(0.5)  # each look reads every row: looking less often leaves the CPU to the workers
 
 
 def count(store: JobStore, state: JobState) -> int:

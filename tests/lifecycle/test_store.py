@@ -197,8 +197,11 @@ def test_exactly_one_process_wins_a_claim(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     target = str(tmp_path / "jobs.sqlite") if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    store_from_url(target).create(new_job())
-    ctx = multiprocessing.get_context("spawn")
+    store = store_from_url(target)
+    store.create(new_job())
+    store.close()  # nothing of the parent's connections may reach the children
+    # fork: four real processes racing on one store, without each re-importing the world as spawn would
+    ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(4)
     results = ctx.Queue()
     procs = [

@@ -174,10 +174,16 @@ _PART_SUFFIX = re.compile(r"\.(?:[0-9a-f]{16}\.)?part")
 
 def _drop_stale_parts(dest: Path, *, keep: Path) -> None:
     """Remove ``.part`` files of other URLs for this destination (and the unkeyed ``<name>.part`` of old)."""
-    for stale in dest.parent.iterdir():
-        name = stale.name
-        if stale != keep and name.startswith(dest.name) and _PART_SUFFIX.fullmatch(name[len(dest.name) :]):
-            stale.unlink(missing_ok=True)
+    with os.scandir(dest.parent) as entries:  # names as strings: a folder of thousands of outputs stays cheap
+        stale = [
+            entry.path
+            for entry in entries
+            if entry.name.startswith(dest.name)
+            and entry.name != keep.name
+            and _PART_SUFFIX.fullmatch(entry.name[len(dest.name) :])
+        ]
+    for path in stale:
+        Path(path).unlink(missing_ok=True)
 
 
 def _describe(exc: Exception) -> str:

@@ -105,7 +105,9 @@ class Deliverer:
         self._clock = clock
         self._log = deliveries
         self._has_transport = transport is not None
-        self._client = httpx.Client(transport=transport, timeout=timeout, trust_env=False)
+        self._transport = transport
+        self._timeout = timeout
+        self._client: httpx.Client | None = None  # built on first delivery: a TLS context costs ~40 ms
         self._retry_scale = retry_scale
         self._on_settled = on_settled
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsyncer-sandbox-webhook")
@@ -130,7 +132,16 @@ class Deliverer:
         with self._lock:
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, timeout=self._timeout, trust_env=False)
+            return self._client
 
     def _submit(self, outgoing: Outgoing, attempt: int) -> None:
         try:
@@ -198,7 +209,7 @@ class Deliverer:
                 f"no network: the sandbox only delivers to loopback hosts or through webhook_transport ({host})",
             )
         try:
-            response = self._client.post(url, content=body, headers=headers)
+            response = self._http().post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a broken test transport must not kill the delivery thread

@@ -51,11 +51,12 @@ def write_fleet_config(
         "multiplier = 1.3",
     ]
     lines += ["", "[celery]", f'broker_url = "{broker_url}"', f'result_backend = "{result_backend}"']
-    # A killed worker's unacknowledged tasks come back within seconds instead of Redis's default hour.
+    # A killed worker's unacknowledged tasks come back within seconds instead of Redis's default hour; a worker
+    # killed while it held kombu's restore mutex blocks every restore until the mutex expires (300 s by default).
     lines += [
         "[celery.options]",
         "broker_transport_options = { visibility_timeout = 10, unacked_restore_interval = 1, "
-        "unacked_restore_throttle = 1 }",
+        "unacked_restore_throttle = 1, unacked_mutex_expire = 5 }",
         "result_expires = 3600",
         "",
     ]

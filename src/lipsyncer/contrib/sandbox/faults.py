@@ -102,7 +102,9 @@ class Fault(BaseModel):
         "http_error: fal error_type or sync.so errorCode",
     )
     message: str | None = None
-    retry_after: int | None = Field(default=None, ge=0, description="Retry-After seconds on a 429")
+    retry_after: int | None = Field(
+        default=None, ge=0, description="Retry-After seconds on a 429 (and on a unified or sync.so 503)"
+    )
     seconds: float | None = Field(
         default=None,
         ge=0,
@@ -127,9 +129,9 @@ class Fault(BaseModel):
         unified ``create``) a 429, a 500, a 503, a gateway page before acceptance, a dropped connection before
         acceptance, or, after the job **is** created, a dropped connection or a 502/504 gateway page (and a
         held answer of ``hold_seconds`` when given); on any other request (status polls, result fetches after
-        completion, cancels, uploads) a 429, a 500, a 503 or a dropped connection. A 429 carries
-        ``Retry-After: retry_after`` (None: each API's own default, 60 s on the unified API), so a storm test
-        does not wait a minute per rate limit. Same seed and request order, same faults. Use as
+        completion, cancels, uploads) a 429, a 500, a 503 or a dropped connection. A 429 or 503 carries
+        ``Retry-After: retry_after`` (None: each API's own default, 60 and 30 s on the unified API), so a
+        storm test does not wait a minute per refusal. Same seed and request order, same faults. Use as
         ``SandboxConfig(faults=Fault.storm(0.2, seed=7))``.
         """
         if not 0.0 <= rate <= 1.0:
@@ -205,7 +207,7 @@ def storm_menu(storm: Fault, api: str, operation: str) -> list[Fault]:
     menu = [
         Fault(kind="http_error", status=429, retry_after=storm.retry_after),
         Fault(kind="http_error", status=500),
-        Fault(kind="http_error", status=503),
+        Fault(kind="http_error", status=503, retry_after=storm.retry_after),
         Fault(kind="drop_connection"),
     ]
     if operation in _CREATING_OPERATIONS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lipsyncer import (
@@ -12,9 +13,11 @@ from lipsyncer import (
     JobFailedError,
     JobState,
     LipsyncRequest,
+    MemoryJobStore,
     NoRouteError,
     SubmitOutcomeUnknownError,
     SyncMode,
+    load_settings,
 )
 from lipsyncer.contrib.sandbox import Fault, Sandbox
 from lipsyncer.contrib.sandbox.testing import SampleMedia
@@ -205,3 +208,31 @@ async def test_deadline_exceeded_keeps_the_job_resumable(
         assert info.value.job is not None and info.value.job.id == job.id
         stored = client.store.get(job.id)
         assert stored is not None and not stored.state.finished
+
+
+class Lent(httpx.AsyncBaseTransport):
+    """The user's transport: counts how often anyone closes it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.closed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("backend", sorted(SCRIPT_CONFIGS))
+async def test_closing_a_client_leaves_the_transport_it_was_lent_open(
+    backend: str, keys: dict[str, str], media: SampleMedia, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    config = tmp_path / "lipsyncer.toml"
+    config.write_text(SCRIPT_CONFIGS[backend])
+    lent = Lent(sandbox.transport())
+    for run in range(2):  # the second client runs on what the first one was lent
+        settings = load_settings(config, env=keys, cwd=tmp_path, polling={"initial_interval": 0.05})
+        async with AsyncLipsyncer(settings, env=keys, transport=lent, store=MemoryJobStore()) as client:
+            await script(client, media, tmp_path / f"{run}.mp4")  # providers, storage and a download built
+    assert lent.closed == 0

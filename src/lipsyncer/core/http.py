@@ -15,11 +15,24 @@ import httpx
 
 from .errors import InvalidRequestError
 
-__all__ = ["RebaseTransport", "json_body", "redact_headers"]
+__all__ = ["BorrowedTransport", "RebaseTransport", "json_body", "redact_headers"]
 
 _SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"}
 )
+
+
+class BorrowedTransport(httpx.AsyncBaseTransport):
+    """A transport someone else owns, lent: closing it (or a client built on it) leaves it open."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Left to the owner."""
 
 
 class RebaseTransport(httpx.AsyncBaseTransport):

@@ -12,6 +12,7 @@ from lipsyncer import (
     AsyncLipsyncer,
     JobFailedError,
     JobState,
+    LipsyncError,
     LipsyncRequest,
     MemoryJobStore,
     NoRouteError,
@@ -133,6 +134,35 @@ async def test_fallback_on_a_refusal_before_acceptance_lists_both_attempts(
     assert result.attempts[0].may_have_been_billed is False
     assert result.attempts[1].may_have_been_billed is True
     assert [s.endpoint for s in sandbox.submits()] == ["fal-ai/sync-lipsync/v2/pro", "fal-ai/sync-lipsync/v2"]
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(401, False), (429, True)],  # a refused key stays refused; a rate limit passes
+)
+async def test_the_last_candidate_is_retried_only_for_a_passing_refusal(
+    status: int,
+    retried: bool,
+    make_client: Callable[..., AsyncLipsyncer],
+    media: SampleMedia,
+    sandbox: Sandbox,
+) -> None:
+    sandbox.add_fault(
+        Fault(kind="http_error", api="fal", operation="submit", status=status, retry_after=1, times=1)
+    )
+    async with make_client(only=["fal-v2"], max_attempts=3) as client:
+        request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+        if retried:
+            result = await client.run(request)
+            attempts = [a.error for a in result.attempts]
+        else:
+            with pytest.raises(LipsyncError) as info:
+                await client.run(request)
+            attempts = [a.error for a in info.value.attempts]
+    # the rule: one try, then one more only when the refusal passes (and the fault fires once)
+    expected_submits = 2 if retried else 1
+    assert len(sandbox.submits()) == expected_submits
+    assert attempts == (["RateLimitedError", None] if retried else ["AuthenticationError"])
 
 
 async def test_unknown_submit_outcome_is_never_resent_nor_fallen_back(

@@ -75,6 +75,8 @@ _SUBMIT_HOSTS = frozenset(
 )
 """Hosts where a POST queues or runs a paid job."""
 _QUEUE_HOSTS = frozenset({FAL_QUEUE_RUN_HOST, "queue.fal.run", "queue.falrun.com"})
+_QUEUE_PREFIXES = tuple(f"https://{host}/" for host in sorted(_QUEUE_HOSTS))
+"""Stored URLs as fal returns them: a prefix test needs no URL parse per look-up of thousands of jobs."""
 BACKUP_DOMAINS = {"fal.run": "falrun.com", "queue.fal.run": "queue.falrun.com"}
 """fal's primary hosts and the backup each is tried on when it cannot be reached (as fal-client does)."""
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -228,6 +230,10 @@ def fal_transport(
     return borrowed
 
 
+def _on_queue_host(url: str) -> bool:
+    return httpx.URL(url).host in _QUEUE_HOSTS
+
+
 def _parse_expiry(text: str) -> datetime:
     """fal's ``expires_at``; a trailing ``Z`` (not parsed by Python 3.10) and naive times are read as UTC."""
     when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -345,7 +351,7 @@ class FalAsyncClient(fal_client.AsyncClient):
         """
         derived = await self.get_handle(application, request_id)
         urls = (status_url, response_url, cancel_url)
-        if not all(url and httpx.URL(url).host in _QUEUE_HOSTS for url in urls):
+        if not all(url and (url.startswith(_QUEUE_PREFIXES) or _on_queue_host(url)) for url in urls):
             return derived
         assert status_url and response_url and cancel_url
         return AsyncRequestHandle(

@@ -253,6 +253,9 @@ class Lifecycle:
 
         A provider's "completed" does not complete the job (its result is not stored yet): the job stays
         running with ``last_status`` completed until :meth:`completed` stores the result.
+
+        The row's ``last_status`` leaves the provider's logs out (they grow with every look-up, and thousands
+        of jobs in flight would each carry and rewrite them); the status history keeps each look-up whole.
         """
 
         recorded = False
@@ -271,7 +274,7 @@ class Lifecycle:
                 return None
             if last is not None and _rank(status.state) < _rank(last.state):
                 return None  # an older look-up, or deliveries out of order
-            draft.last_status = status
+            draft.last_status = status.model_copy(update={"logs": []}) if status.logs else status
             recorded = True
             if status.state in (JobState.FAILED, JobState.CANCELLED):
                 draft.state = status.state

@@ -151,7 +151,7 @@ class Waiting:
                 if status is not None:
                     before = job.version
                     job = self.lifecycle.observe(job, status)
-                    if job.version != before and job.last_status == status and on_status is not None:
+                    if job.version != before and _recorded(job, status) and on_status is not None:
                         maybe = on_status(job, status)
                         if maybe is not None:
                             await maybe
@@ -301,6 +301,17 @@ class Waiting:
 def _provider_finished(job: Job) -> bool:
     """The provider said completed; the result is not stored yet."""
     return job.last_status is not None and job.last_status.state is JobState.COMPLETED
+
+
+def _recorded(job: Job, status: JobStatus) -> bool:
+    """``status`` is the look-up the row stores (which keeps it without its logs)."""
+    last = job.last_status
+    return last is not None and (last.observed_at, last.state, last.progress, last.queue_position) == (
+        status.observed_at,
+        status.state,
+        status.progress,
+        status.queue_position,
+    )
 
 
 def _transient(exc: BaseException) -> bool:

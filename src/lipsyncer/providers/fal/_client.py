@@ -153,9 +153,13 @@ class BackupDomains(httpx.AsyncBaseTransport):
     warning, later ones are debug lines.
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        # An httpx client, as fal-client does, so each domain goes through its own environment proxy.
-        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, connections: int = 20) -> None:
+        # An httpx client, as fal-client does, so each domain goes through its own environment proxy. Its pool
+        # keeps ``connections`` open: httpcore closes an idle connection whenever the pool holds more than its
+        # keep-alive count, so a pool keeping fewer than the requests in flight reconnects (TLS and all) for
+        # most of them.
+        limits = httpx.Limits(max_connections=max(100, connections), max_keepalive_connections=connections)
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, limits=limits)
         self._warned: set[str] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -267,11 +271,13 @@ class FalAsyncClient(fal_client.AsyncClient):
     """
 
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False, hash=False)
+    connections: int = field(default=20, repr=False, compare=False, hash=False)
+    """Connections the default network path keeps open: at least the requests this client sends at once."""
 
     @async_cached_property(asyncio.Lock)
     async def _client(self) -> httpx.AsyncClient:
         auth = await self._auth
-        inner = BackupDomains() if self.transport is None else self.transport
+        inner = BackupDomains(connections=self.connections) if self.transport is None else self.transport
         return httpx.AsyncClient(
             transport=SubmitGuard(inner, owns_inner=self.transport is None),
             headers={"Authorization": auth.header_value, "User-Agent": USER_AGENT},

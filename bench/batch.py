@@ -9,7 +9,14 @@ the client's alone. Jobs take ``--seconds`` at the sandbox and are polled every 
   every job to SQLite (the durable handle, status history, claims).
 
 Printed per job count: CPU per job, memory growth (peak RSS over the process's start), wall time, status
-requests per job, jobs completed (none may be lost), and the lipsyncer/baseline ratios.
+requests per job, jobs completed (none may be lost), and the lipsyncer/baseline ratios; then each run's
+requests per job by kind.
+
+Both runs get the same connection pool, one that keeps as many connections open as the 64 requests in flight.
+httpcore closes an idle connection whenever its pool holds more than ``max_keepalive_connections`` (httpx's
+default: 20) in total, so with 64 requests in flight a default pool settles either into opening a TCP
+connection per request or into reusing a few dozen, and which one a run lands in decides more of its CPU than
+the client on top does.
 
     .venv/bin/python bench/batch.py [--jobs 500 2000 10000] [--seconds 3] [--poll 1]
 """
@@ -48,6 +55,7 @@ class Measured:
     rss_growth_mb: float
     wall: float
     status_calls: int
+    requests: dict[str, int]
 
 
 def serve(conn: Connection, seconds: float) -> None:
@@ -69,19 +77,37 @@ def serve(conn: Connection, seconds: float) -> None:
 
 
 class Counting(httpx.AsyncBaseTransport):
-    """Counts status look-ups on their way out; the same thin layer for both runs."""
+    """Counts requests by kind on their way out; the same thin layer for both runs."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
-        self.status = 0
+        self.kinds: dict[str, int] = {}
+
+    @property
+    def status(self) -> int:
+        return self.kinds.get("status", 0)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and request.url.path.endswith("/status"):
-            self.status += 1
+        path = request.url.path
+        kind = (
+            "submit"
+            if request.method == "POST"
+            else "status"
+            if path.endswith("/status")
+            else "result"
+            if "/requests/" in path
+            else f"{request.method} other"
+        )
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _pool() -> httpx.AsyncHTTPTransport:
+    """The connection pool both runs use: it keeps open as many connections as there are requests in flight."""
+    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=64))
 
 
 def _rss_mb() -> float:
@@ -94,7 +120,7 @@ async def run_raw(served: Served, jobs: int, poll: float) -> Measured:
     from lipsyncer.core.http import RebaseTransport
     from lipsyncer.providers.fal._client import FAL_HOSTS, FalAsyncClient
 
-    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS))
+    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool()))
     fal = FalAsyncClient(key=served.key, transport=counting)
     gate = asyncio.Semaphore(64)
     arguments = {"video_url": served.video, "audio_url": served.audio, "sync_mode": "cut_off"}
@@ -121,8 +147,10 @@ async def run_raw(served: Served, jobs: int, poll: float) -> Measured:
         _rss_mb() - rss,
         time.perf_counter() - wall,
         counting.status,
+        dict(counting.kinds),
     )
     await fal.aclose()
+    await counting.aclose()
     return measured
 
 
@@ -133,7 +161,7 @@ async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
 
     work = Path(tempfile.mkdtemp(prefix="lipsyncer-bench-"))
     env = {"FAL_KEY": served.key}
-    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS))
+    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool()))
     settings = load_settings(
         env=env,
         cwd=work,
@@ -158,6 +186,7 @@ async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
         _rss_mb() - rss,
         time.perf_counter() - wall,
         counting.status,
+        dict(counting.kinds),
     )
 
 
@@ -204,6 +233,9 @@ def main() -> None:
                 f"{'':>6}  {'ratio':<9} {ours.cpu / max(raw.cpu, 1e-9):>8.2f}x "
                 f"{ours.rss_growth_mb / max(raw.rss_growth_mb, 1e-9):>7.2f}x {ours.wall / raw.wall:>7.2f}x"
             )
+            for name, m in (("fal-client", raw), ("lipsyncer", ours)):
+                kinds = ", ".join(f"{kind} {n / jobs:.2f}" for kind, n in sorted(m.requests.items()))
+                print(f"{'':>6}  {name:<9} requests per job: {kinds}")
             sys.stdout.flush()
     finally:
         parent.send("stop")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lipsyncer import Job, JobEvent, JobState, JobStatus, LipsyncResult, MemoryJobStore, Submission, hookimpl
 from lipsyncer.core.lifecycle import Lifecycle
 from lipsyncer.core.plugins import PluginHost
-from lipsyncer.core.schema import Attempt, ServedBy, Timings, VideoFile, utcnow
+from lipsyncer.core.schema import Attempt, LogEntry, ServedBy, Timings, VideoFile, utcnow
 
 RANK = {
     JobState.SUBMITTING: 0,
@@ -167,3 +167,18 @@ def test_job_events_go_through_pluggy(caplog: pytest.LogCaptureFixture) -> None:
     Lifecycle(MemoryJobStore(), healthy.emit, owner="me").begin(new_job())  # begin fires no event
     healthy.emit(JobEvent(kind="status", job_id="job_x", provider="p", model="m"))
     assert record.calls == ["wrapper:before", "first:status", "noargs", "wrapper:after"]
+
+
+def test_the_row_keeps_the_latest_look_up_without_its_logs_and_the_history_keeps_them() -> None:
+    store = MemoryJobStore()
+    lifecycle = Lifecycle(store, lambda e: None, owner="me")
+    job, _ = lifecycle.begin(new_job())
+    job = lifecycle.accepted(job, Submission(remote_id="r", endpoint="e"), Attempt(provider="p", model="m"))
+    logs = [LogEntry(message=f"Processing: {n}%") for n in (10, 20)]
+    status = JobStatus(state=JobState.RUNNING, progress=20.0, logs=logs)
+    job = lifecycle.observe(job, status)
+    assert job.last_status is not None and job.last_status.logs == []
+    assert (job.last_status.state, job.last_status.progress) == (JobState.RUNNING, 20.0)
+    assert store.history(job.id) == [status], "the history keeps the look-up whole"
+    stored = store.get(job.id)
+    assert stored is not None and stored.last_status == job.last_status

@@ -333,3 +333,36 @@ async def test_bad_request_timeout_header_is_bad_request(http: httpx.AsyncClient
     assert response.status_code == 400
     assert response.json()["error_type"] == "bad_request"
     assert response.headers["x-fal-error-type"] == "bad_request"
+
+
+async def test_queue_positions_count_only_the_requests_still_waiting_ahead(
+    make_sandbox: Callable[..., Sandbox], media: Media
+) -> None:
+    clock = ManualClock()
+    sandbox = make_sandbox(clock=clock, queue_seconds=10)
+    args = {"video_url": hosted(sandbox, media.video), "audio_url": hosted(sandbox, media.audio)}
+    async with httpx.AsyncClient(transport=sandbox.transport()) as http:
+
+        async def submit() -> dict[str, Any]:
+            reply = await http.post(f"{QUEUE}/fal-ai/sync-lipsync/v2", json=args, headers=FAL_AUTH)
+            return dict(reply.json())
+
+        async def positions(jobs: list[dict[str, Any]]) -> list[int | str]:
+            out: list[int | str] = []
+            for job in jobs:
+                data = (await http.get(job["status_url"], headers=FAL_AUTH)).json()
+                out.append(data["queue_position"] if data["status"] == "IN_QUEUE" else data["status"])
+            return out
+
+        early = [await submit(), await submit()]  # queued until t=10
+        clock.advance(2)
+        late = [await submit(), await submit(), await submit()]  # queued until t=12
+        assert [job["queue_position"] for job in early + late] == [0, 1, 2, 3, 4]
+        cancelled = await http.put(late[0]["cancel_url"], headers=FAL_AUTH)
+        assert cancelled.json() == {"status": "CANCELLATION_REQUESTED"}
+        assert await positions(early + late[1:]) == [0, 1, 2, 3], "a cancelled request no longer waits"
+        clock.advance(8)  # t=10: the early two started
+        assert await positions(early + late[1:]) == ["IN_PROGRESS", "IN_PROGRESS", 0, 1]
+        clock.advance(2)  # t=12: the rest started too
+        assert await positions(late[1:]) == ["IN_PROGRESS", "IN_PROGRESS"]
+        assert (await submit())["queue_position"] == 0, "nothing waits ahead of a new request"

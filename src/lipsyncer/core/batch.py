@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
+import anyio.abc
 
 from .errors import LipsyncError
 from .manifest import ManifestError, ManifestRow, RowProblem
@@ -24,6 +24,7 @@ from .schema import Cost, Job, JobState, LipsyncRequest, LipsyncResult, MediaKin
 
 if TYPE_CHECKING:
     from .client import AsyncLipsyncer
+    from .submit import CheckedRequest
     from .waiting import StatusCallback
 
 _SUBMITTING = 64
@@ -79,27 +80,50 @@ async def run_batch(
             fix="give every item its own key (it is the item's idempotency key)",
         )
     send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
-    limiter = anyio.CapacityLimiter(concurrency) if concurrency else None
+    limiter = anyio.Semaphore(concurrency) if concurrency else None
     # Items are routed, written ahead and sent a few dozen at a time: thousands at once would only queue at
     # the providers' request slots while each held its plan, its job row and its request body in memory.
-    submitting = anyio.CapacityLimiter(min(concurrency or _SUBMITTING, _SUBMITTING))
+    # An item gets its task only once it may start: ten thousand waiting items are list entries, not tasks.
+    submitting = anyio.Semaphore(min(concurrency or _SUBMITTING, _SUBMITTING))
+
+    # Items sharing one request object (a season's dubs of one clip, a load test) are checked and routed once.
+    checked: dict[int, tuple[LipsyncRequest, CheckedRequest]] = {}
+
+    def check(request: LipsyncRequest) -> CheckedRequest:
+        known = checked.get(id(request))
+        if known is not None and known[0] is request:
+            return known[1]
+        done = client._checked(request)  # a refused request raises each time: its error is its item's own
+        checked[id(request)] = (request, done)  # the request is kept, so its id is not reused
+        return done
 
     async def one(item: BatchItem) -> None:
-        async with AsyncExitStack() as stack:
-            if limiter is not None:
-                await stack.enter_async_context(limiter)
+        """Run one item; the feeder took its places in ``limiter`` and ``submitting`` for it."""
+        try:
             try:
-                async with submitting:
-                    job = await client.submit(item.request, idempotency_key=item.key, save_to=item.save_to)
-                result = await client._resume_one(job, on_status)
-                outcome = Outcome(key=item.key, result=result)
-            except LipsyncError as exc:
-                outcome = Outcome(key=item.key, error=exc)
+                job = await client._submit(
+                    check(item.request), idempotency_key=item.key, save_to=item.save_to
+                )
+            finally:
+                submitting.release()
+            result = await client._resume_one(job, on_status, current=True)
+            outcome = Outcome(key=item.key, result=result)
+        except LipsyncError as exc:
+            outcome = Outcome(key=item.key, error=exc)
+        finally:
+            if limiter is not None:
+                limiter.release()
         await send.send(outcome)
 
-    async with anyio.create_task_group() as tg, receive, send:
+    async def feed(tg: anyio.abc.TaskGroup) -> None:
         for item in batch:
+            if limiter is not None:
+                await limiter.acquire()
+            await submitting.acquire()
             tg.start_soon(one, item)
+
+    async with client.lifecycle.renewing(), anyio.create_task_group() as tg, receive, send:
+        tg.start_soon(feed, tg)
         for _ in batch:
             yield await receive.receive()
 

@@ -36,7 +36,7 @@ from .provider import Provider, Storage
 from .registry import Registry
 from .router import Exclusion, Route, RoutePlan, Router
 from .schema import Job, JobEvent, JobState, JobStatus, LipsyncRequest, LipsyncResult, MediaKind
-from .submit import JOB_PARAM, Submitter
+from .submit import JOB_PARAM, CheckedRequest, Submitter
 from .waiting import StatusCallback, Waiting, failure_of
 
 __all__ = ["AsyncLipsyncer", "Completer", "StatusCallback"]
@@ -216,14 +216,26 @@ class AsyncLipsyncer:
         whose answer was lost is stored as ``unknown`` and re-sent only to a provider that honours the key.
         ``save_to`` is stored with the job, so whoever finishes it saves the video there.
         """
+        return await self._submit(self._checked(request), idempotency_key=idempotency_key, save_to=save_to)
+
+    def _checked(self, request: LipsyncRequest) -> CheckedRequest:
+        """The request resolved against the config, its local media checked, routed and fingerprinted: what
+        every submit of it needs, computed once (a batch of one request over many keys reuses it)."""
         request = self.resolve_request(request)
+        check_local_media(request)  # an unreadable or swapped file is refused before any upload
+        return CheckedRequest(request, self.route(request), request.fingerprint())
+
+    async def _submit(
+        self, checked: CheckedRequest, *, idempotency_key: str | None, save_to: str | Path | None
+    ) -> Job:
+        request, plan, fingerprint = checked
         if idempotency_key is not None:
-            stored = self._submitter.replay(request, idempotency_key)
+            stored = self._submitter.replay(request, idempotency_key, fingerprint=fingerprint)
             if stored is not None:
                 return stored
-        check_local_media(request)  # an unreadable or swapped file is refused before any upload
-        plan = self.route(request)
-        job = self._submitter.prepare(request, plan, idempotency_key=idempotency_key, save_to=save_to)
+        job = self._submitter.prepare(
+            request, plan, idempotency_key=idempotency_key, save_to=save_to, fingerprint=fingerprint
+        )
         return await self._submitter.send(job, request, plan)
 
     def prepare(
@@ -266,7 +278,7 @@ class AsyncLipsyncer:
 
     async def wait(self, job: Job | str, *, on_status: StatusCallback | None = None) -> LipsyncResult:
         """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result."""
-        return await self._waiting.wait(self.lifecycle.fresh(job), on_status=on_status)
+        return await self._waiting.wait(self.lifecycle.fresh(job), on_status=on_status, current=True)
 
     async def run(
         self,
@@ -278,7 +290,8 @@ class AsyncLipsyncer:
     ) -> LipsyncResult:
         """``submit`` then ``wait`` (and save the video to ``save_to`` as soon as it is done)."""
         job = await self.submit(request, idempotency_key=idempotency_key, save_to=save_to)
-        return await self._resume_one(job, on_status)  # a replayed key's job may still need settling
+        # A replayed key's job may still need settling; submit returned the row as stored.
+        return await self._resume_one(job, on_status, current=True)
 
     async def run_many(
         self,
@@ -366,8 +379,12 @@ class AsyncLipsyncer:
             if j.state is not JobState.COMPLETED or self._waiting.unsaved(j)
         ]
 
-    async def _resume_one(self, job: Job, on_status: StatusCallback | None) -> LipsyncResult:
-        job = self.lifecycle.fresh(job)
+    async def _resume_one(
+        self, job: Job, on_status: StatusCallback | None, *, current: bool = False
+    ) -> LipsyncResult:
+        """Settle and wait for one job; ``current``: ``job`` is the row as just stored (not read again)."""
+        if not current:
+            job = self.lifecycle.fresh(job)
         if job.state is JobState.SUBMITTING:
             if self.lifecycle.claimed_elsewhere(job.id):
                 raise SubmitOutcomeUnknownError(
@@ -381,7 +398,7 @@ class AsyncLipsyncer:
                 )
         if job.state is JobState.UNKNOWN and job.remote_id is None:
             job = await self._submitter.resend(job)
-        return await self._waiting.wait(job, on_status=on_status)
+        return await self._waiting.wait(job, on_status=on_status, current=True)
 
     # ------------------------------------------------------------------ webhooks and downloads
 

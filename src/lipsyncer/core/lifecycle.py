@@ -93,6 +93,9 @@ class Lifecycle:
         self.lease = lease
         self._emit = emit
         self._settled = settled
+        self._held: dict[str, int] = {}
+        """Claims held under :meth:`renewing` (job id -> holds): its one task renews them all."""
+        self._renewers = 0
 
     def __repr__(self) -> str:
         return f"<Lifecycle owner={self.owner!r} store={self.store!r}>"
@@ -250,6 +253,9 @@ class Lifecycle:
 
         A provider's "completed" does not complete the job (its result is not stored yet): the job stays
         running with ``last_status`` completed until :meth:`completed` stores the result.
+
+        The row's ``last_status`` leaves the provider's logs out (they grow with every look-up, and thousands
+        of jobs in flight would each carry and rewrite them); the status history keeps each look-up whole.
         """
 
         recorded = False
@@ -268,7 +274,7 @@ class Lifecycle:
                 return None
             if last is not None and _rank(status.state) < _rank(last.state):
                 return None  # an older look-up, or deliveries out of order
-            draft.last_status = status
+            draft.last_status = status.model_copy(update={"logs": []}) if status.logs else status
             recorded = True
             if status.state in (JobState.FAILED, JobState.CANCELLED):
                 draft.state = status.state
@@ -346,6 +352,16 @@ class Lifecycle:
         if not self.claim(job_id):
             yield False
             return
+        if self._renewers:  # the shared renewer keeps it: no task of its own
+            self._held[job_id] = self._held.get(job_id, 0) + 1
+            try:
+                yield True
+            finally:
+                left = self._held.pop(job_id) - 1
+                if left:
+                    self._held[job_id] = left
+                self.release(job_id)
+            return
         raised: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -367,6 +383,31 @@ class Lifecycle:
             if not self.claim(job_id):
                 log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
                 return
+
+    @asynccontextmanager
+    async def renewing(self) -> AsyncIterator[None]:
+        """While the block runs, one task renews every claim :meth:`holding` takes here, instead of a task
+        per hold: thousands of jobs at once (a batch) then cost no task, task group or timer each."""
+        raised: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew_held)
+            self._renewers += 1
+            try:
+                yield
+            except BaseException as exc:  # re-raised below as itself, not wrapped in a group
+                raised = exc
+            finally:
+                self._renewers -= 1
+                tg.cancel_scope.cancel()
+        if raised is not None:
+            raise raised
+
+    async def _renew_held(self) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            for job_id in list(self._held):
+                if job_id in self._held and not self.claim(job_id):
+                    log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
 
 
 _RANKS = {

@@ -255,8 +255,10 @@ def check_local_media(request: LipsyncRequest, *, deep: bool | None = None) -> N
     a zero duration. Without PyAV, WAV files still get the deep checks (the standard library reads WAV);
     other formats get the checks above only. URLs are the provider's to fetch and are not checked.
     """
-    deep = _have_pyav() if deep is None else deep
     video, audio = _local(request.video, "video"), _local(request.audio, "audio")
+    if video is None and audio is None:
+        return  # URLs only: nothing to read (and no module look-up per request of a batch)
+    deep = _have_pyav() if deep is None else deep
     for item in (video, audio):
         if item is not None and item.size == 0:
             raise item.refuse(

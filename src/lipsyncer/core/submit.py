@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -37,7 +37,7 @@ from .registry import Registry
 from .router import Route, RoutePlan
 from .schema import Attempt, Job, JobState, LipsyncRequest, MediaKind, MediaSource
 
-__all__ = ["JOB_PARAM", "Submitter", "tag_webhook"]
+__all__ = ["JOB_PARAM", "CheckedRequest", "Submitter", "tag_webhook"]
 
 log = logging.getLogger("lipsyncer.submit")
 
@@ -55,6 +55,14 @@ def tag_webhook(url: str, job_id: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != JOB_PARAM]
     query.append((JOB_PARAM, job_id))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class CheckedRequest(NamedTuple):
+    """A request resolved against the config, its local media checked, routed and fingerprinted."""
+
+    request: LipsyncRequest
+    plan: RoutePlan
+    fingerprint: str
 
 
 def new_job_id() -> str:
@@ -106,10 +114,13 @@ class Submitter:
             url = receiver
         return url
 
-    def replay(self, request: LipsyncRequest, idempotency_key: str) -> Job | None:
-        """The job stored under ``idempotency_key`` (refusing a different request under it), or None."""
+    def replay(
+        self, request: LipsyncRequest, idempotency_key: str, *, fingerprint: str | None = None
+    ) -> Job | None:
+        """The job stored under ``idempotency_key`` (refusing a different request under it), or None.
+        ``fingerprint``: the request's, when the caller already has it (a batch computes it once)."""
         stored = self.lifecycle.store.get_by_key(idempotency_key)
-        return None if stored is None else _same_request(stored, request.fingerprint())
+        return None if stored is None else _same_request(stored, fingerprint or request.fingerprint())
 
     def prepare(
         self,
@@ -118,10 +129,11 @@ class Submitter:
         *,
         idempotency_key: str | None,
         save_to: str | Path | None,
+        fingerprint: str | None = None,
     ) -> Job:
         """Write the job ahead of any send (state ``submitting``, nothing sent yet). With a key already
         stored, the stored job (after checking it is the same request)."""
-        fingerprint = request.fingerprint()
+        fingerprint = fingerprint or request.fingerprint()
         first = plan.candidates[0]
         job_id = new_job_id()
         job = Job(

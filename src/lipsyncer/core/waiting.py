@@ -106,9 +106,15 @@ class Waiting:
         self.lifecycle.observe(job, status)
         return status
 
-    async def wait(self, job: Job, *, on_status: StatusCallback | None = None) -> LipsyncResult:
-        """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result."""
-        job = self.lifecycle.fresh(job)
+    async def wait(
+        self, job: Job, *, on_status: StatusCallback | None = None, current: bool = False
+    ) -> LipsyncResult:
+        """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result.
+
+        ``current``: ``job`` is the row as just read or written here, so it is not read again.
+        """
+        if not current:
+            job = self.lifecycle.fresh(job)
         if job.state is JobState.COMPLETED and job.result is not None and not self.unsaved(job):
             return job.result
         if job.state in (JobState.FAILED, JobState.CANCELLED):
@@ -120,7 +126,7 @@ class Waiting:
             job = await self._poll(job, provider, on_status)
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)
-        return await self.finish(job)
+        return await self.finish(job, current=True)  # the row the last look-up stored
 
     async def _poll(self, job: Job, provider: Provider, on_status: StatusCallback | None) -> Job:
         policy = self.policy(job)
@@ -145,7 +151,7 @@ class Waiting:
                 if status is not None:
                     before = job.version
                     job = self.lifecycle.observe(job, status)
-                    if job.version != before and job.last_status == status and on_status is not None:
+                    if job.version != before and _recorded(job, status) and on_status is not None:
                         maybe = on_status(job, status)
                         if maybe is not None:
                             await maybe
@@ -171,22 +177,28 @@ class Waiting:
 
     # ------------------------------------------------------------------ completion
 
-    async def finish(self, job: Job, output: ProviderOutput | None = None) -> LipsyncResult:
+    async def finish(
+        self, job: Job, output: ProviderOutput | None = None, *, current: bool = False
+    ) -> LipsyncResult:
         """Fetch, store and save a job the provider finished — once, under the job's claim. While another
         owner holds the claim, wait for the row it stores (its lease expires if it died)."""
         while True:
-            result = await self.try_finish(job, output)
+            result = await self.try_finish(job, output, current=current)
             if result is not None:
                 return result
+            current = False
             wake = self._wakeups.setdefault(job.id, anyio.Event())
             with anyio.move_on_after(_OTHERS_POLL):
                 await wake.wait()
 
-    async def try_finish(self, job: Job, output: ProviderOutput | None = None) -> LipsyncResult | None:
+    async def try_finish(
+        self, job: Job, output: ProviderOutput | None = None, *, current: bool = False
+    ) -> LipsyncResult | None:
         """One go at :meth:`finish`: None when another owner holds the claim (a webhook handler must not
-        block on another process; that owner completes the job)."""
+        block on another process; that owner completes the job). ``current`` as for :meth:`wait`."""
         provider, _ = self.route_of(job)
-        job = self.lifecycle.fresh(job)
+        if not current:
+            job = self.lifecycle.fresh(job)
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)
         if job.state is JobState.COMPLETED and job.result is not None and not self.unsaved(job):
@@ -289,6 +301,17 @@ class Waiting:
 def _provider_finished(job: Job) -> bool:
     """The provider said completed; the result is not stored yet."""
     return job.last_status is not None and job.last_status.state is JobState.COMPLETED
+
+
+def _recorded(job: Job, status: JobStatus) -> bool:
+    """``status`` is the look-up the row stores (which keeps it without its logs)."""
+    last = job.last_status
+    return last is not None and (last.observed_at, last.state, last.progress, last.queue_position) == (
+        status.observed_at,
+        status.state,
+        status.progress,
+        status.queue_position,
+    )
 
 
 def _transient(exc: BaseException) -> bool:

@@ -15,8 +15,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +29,7 @@ from .clock import Clock, MonotonicClock
 from .config import SandboxConfig
 from .faults import FaultPlan
 from .jobs import Failure, Job, Outcome, Phase, RenderFacts
-from .media import MediaFailure, Rendered, fetch_media, probe_input, render_lipsync
+from .media import MediaFailure, MediaField, Rendered, fetch_media, probe_input, render_lipsync
 from .recording import DeliveryLog, RequestLog
 from .scheduler import Scheduler
 from .webhooks import Deliverer, Outgoing, WebhookSigner
@@ -44,12 +46,14 @@ class Engine:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self._renders: dict[tuple[str, str, str], Rendered] = {}
+        self._probes: OrderedDict[tuple[str, str], MediaInfo | MediaFailure] = OrderedDict()
         self.clock: Clock = config.clock or MonotonicClock()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._rng = random.Random(f"lipsyncer-sandbox-ids:{config.seed or 0}")
         self._jobs: dict[str, Job] = {}
         self._order: list[Job] = []
+        self._waiting: dict[str, deque[Job]] = {}
         self._closed = False
         self.files = FileStore(self.new_key, config.cdn_token_ttl_seconds, self.clock)
         self.faults = FaultPlan(config.faults, config.seed or 0)
@@ -91,6 +95,7 @@ class Engine:
             job.seq = len(self._order) + 1
             self._jobs[job.id] = job
             self._order.append(job)
+            self._waiting.setdefault(job.api, deque()).append(job)
             self._changed.notify_all()
         self._workers.submit(self._process, job)
         if job.timeout_at is not None:
@@ -108,13 +113,25 @@ class Engine:
         return self._lock
 
     def queue_position(self, job: Job, now: float) -> int:
-        """Requests ahead of ``job`` that are still waiting (same API)."""
+        """Requests ahead of ``job`` that are still waiting (same API).
+
+        Each API's jobs wait in a deque in submit order; jobs at its head that left the queue for good (it
+        started, was cancelled or timed out: the clock only moves forward) are dropped as they are met, so a
+        look-up costs the jobs still ahead of it, not every job ever submitted.
+        """
         with self._lock:
-            return sum(
-                1
-                for other in self._order[: job.seq - 1]
-                if other.api == job.api and other.phase(now) is Phase.QUEUED
-            )
+            waiting = self._waiting.get(job.api)
+            if not waiting:
+                return 0
+            while waiting and waiting[0].phase(now) is not Phase.QUEUED:
+                waiting.popleft()
+            ahead = 0
+            for other in waiting:
+                if other.seq >= job.seq:
+                    break
+                if other.phase(now) is Phase.QUEUED:
+                    ahead += 1
+            return ahead
 
     def cancel(self, job: Job, now: float) -> bool:
         """Cancel unless finished; True when the cancellation was taken."""
@@ -155,38 +172,38 @@ class Engine:
         if job.schema_failure is not None:
             return Outcome(failure=job.schema_failure)
         assert job.video_url is not None and job.audio_url is not None
-        with tempfile.TemporaryDirectory(prefix="lipsyncer-sandbox-") as tmp:
-            try:
-                video = self._fetch(job.video_url, "video_url", Path(tmp))
-                audio = self._fetch(job.audio_url, "audio_url", Path(tmp))
-                video_info = probe_input(video, "video_url")
-                audio_info = probe_input(audio, "audio_url")
-            except MediaFailure as exc:
-                return Outcome(failure=_media_failure(exc, job))
-            too_long = self._check_limits(video_info, audio_info)
-            if too_long is not None:
-                return Outcome(failure=too_long)
-            if job.forced_error is not None:
-                forced = job.forced_error
-                assert forced.error_type is not None
-                return Outcome(failure=Failure(forced.error_type, forced.message or "", forced=True))
-            key = (_digest(video), _digest(audio), str(job.sync_mode))
-            with self._lock:
-                rendered = self._renders.get(key)
-            if rendered is None:  # the render is a pure function of its inputs: load tests render once
+        try:
+            video = self._fetch(job.video_url, "video_url")
+            audio = self._fetch(job.audio_url, "audio_url")
+            video_info = self._probe(video)
+            audio_info = self._probe(audio)
+        except MediaFailure as exc:
+            return Outcome(failure=_media_failure(exc, job))
+        too_long = self._check_limits(video_info, audio_info)
+        if too_long is not None:
+            return Outcome(failure=too_long)
+        if job.forced_error is not None:
+            forced = job.forced_error
+            assert forced.error_type is not None
+            return Outcome(failure=Failure(forced.error_type, forced.message or "", forced=True))
+        key = (video.digest, audio.digest, str(job.sync_mode))
+        with self._lock:
+            rendered = self._renders.get(key)
+        if rendered is None:  # the render is a pure function of its inputs: load tests render once
+            with tempfile.TemporaryDirectory(prefix="lipsyncer-sandbox-") as tmp:
                 rendered = render_lipsync(
-                    video,
-                    audio,
+                    video.write(Path(tmp)),
+                    audio.write(Path(tmp)),
                     job.sync_mode,
                     video_info=video_info,
                     audio_info=audio_info,
                     sample_rate=self.config.audio_sample_rate,
                     channels=self.config.audio_channels,
                 )
-                with self._lock:
-                    self._renders[key] = rendered
-                    while len(self._renders) > _RENDER_CACHE:
-                        self._renders.pop(next(iter(self._renders)))
+            with self._lock:
+                self._renders[key] = rendered
+                while len(self._renders) > _RENDER_CACHE:
+                    self._renders.pop(next(iter(self._renders)))
         stored = self.files.put(
             rendered.data,
             file_name="output.mp4",
@@ -210,13 +227,31 @@ class Engine:
             )
         )
 
-    def _fetch(self, url: str, field: str, tmp: Path) -> Path:
-        assert field in ("video_url", "audio_url")
-        data = fetch_media(url, "video_url" if field == "video_url" else "audio_url", self.files)
+    def _fetch(self, url: str, field: MediaField) -> _Input:
+        """The input's bytes (fetched every time: links expire, downloads fail) and their digest."""
+        data = fetch_media(url, field, self.files)
         suffix = Path(urlsplit(url).path).suffix if not url.startswith("data:") else ""
-        path = tmp / f"{field}{suffix[:8]}"
-        path.write_bytes(data)
-        return path
+        return _Input(field, data, hashlib.sha256(data).hexdigest(), suffix[:8])
+
+    def _probe(self, media: _Input) -> MediaInfo:
+        """``probe_input`` once per content (and name suffix): the answer, or the format failure, is cached,
+        so thousands of jobs on one clip write it to disk and open it with FFmpeg once."""
+        key = (media.digest + media.suffix, media.field)
+        with self._lock:
+            known = self._probes.get(key)
+        if known is None:
+            try:
+                with tempfile.TemporaryDirectory(prefix="lipsyncer-sandbox-") as tmp:
+                    known = probe_input(media.write(Path(tmp)), media.field)
+            except MediaFailure as exc:
+                known = exc
+            with self._lock:
+                self._probes[key] = known
+                while len(self._probes) > _PROBE_CACHE:
+                    self._probes.popitem(last=False)
+        if isinstance(known, MediaFailure):
+            raise MediaFailure(known.field, known.kind, known.message)
+        return known
 
     def _check_limits(self, video: MediaInfo, audio: MediaInfo) -> Failure | None:
         cfg = self.config
@@ -314,8 +349,23 @@ _RENDER_CACHE = 32
 """Renders kept by input digest and sync mode: thousands of jobs on the same clips render each mode once."""
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+_PROBE_CACHE = 256
+"""Probe answers kept by input digest: a probe opens the container with FFmpeg, a digest only reads bytes."""
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One fetched input: its bytes, their digest, and the URL's file suffix (a hint some probes use)."""
+
+    field: MediaField
+    data: bytes
+    digest: str
+    suffix: str
+
+    def write(self, directory: Path) -> Path:
+        path = directory / f"{self.field}{self.suffix}"
+        path.write_bytes(self.data)
+        return path
 
 
 def _media_failure(exc: MediaFailure, job: Job) -> Failure:

@@ -141,6 +141,10 @@ class FalProvider(Provider):
     def _fal(self) -> FalQueue:
         if self._queue is None:
             self._queue = FalQueue(
-                name=self.id, key=self.context.key(), transport=self._http(), redactor=self.context.redactor
+                name=self.id,
+                key=self.context.key(),
+                transport=self._http(),
+                redactor=self.context.redactor,
+                connections=self.context.settings.max_requests,  # the core's request slots never exceed it
             )
         return self._queue

@@ -75,6 +75,8 @@ _SUBMIT_HOSTS = frozenset(
 )
 """Hosts where a POST queues or runs a paid job."""
 _QUEUE_HOSTS = frozenset({FAL_QUEUE_RUN_HOST, "queue.fal.run", "queue.falrun.com"})
+_QUEUE_PREFIXES = tuple(f"https://{host}/" for host in sorted(_QUEUE_HOSTS))
+"""Stored URLs as fal returns them: a prefix test needs no URL parse per look-up of thousands of jobs."""
 BACKUP_DOMAINS = {"fal.run": "falrun.com", "queue.fal.run": "queue.falrun.com"}
 """fal's primary hosts and the backup each is tried on when it cannot be reached (as fal-client does)."""
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -151,9 +153,13 @@ class BackupDomains(httpx.AsyncBaseTransport):
     warning, later ones are debug lines.
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        # An httpx client, as fal-client does, so each domain goes through its own environment proxy.
-        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, connections: int = 20) -> None:
+        # An httpx client, as fal-client does, so each domain goes through its own environment proxy. Its pool
+        # keeps ``connections`` open: httpcore closes an idle connection whenever the pool holds more than its
+        # keep-alive count, so a pool keeping fewer than the requests in flight reconnects (TLS and all) for
+        # most of them.
+        limits = httpx.Limits(max_connections=max(100, connections), max_keepalive_connections=connections)
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, limits=limits)
         self._warned: set[str] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -228,6 +234,10 @@ def fal_transport(
     return borrowed
 
 
+def _on_queue_host(url: str) -> bool:
+    return httpx.URL(url).host in _QUEUE_HOSTS
+
+
 def _parse_expiry(text: str) -> datetime:
     """fal's ``expires_at``; a trailing ``Z`` (not parsed by Python 3.10) and naive times are read as UTC."""
     when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -261,11 +271,13 @@ class FalAsyncClient(fal_client.AsyncClient):
     """
 
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False, hash=False)
+    connections: int = field(default=20, repr=False, compare=False, hash=False)
+    """Connections the default network path keeps open: at least the requests this client sends at once."""
 
     @async_cached_property(asyncio.Lock)
     async def _client(self) -> httpx.AsyncClient:
         auth = await self._auth
-        inner = BackupDomains() if self.transport is None else self.transport
+        inner = BackupDomains(connections=self.connections) if self.transport is None else self.transport
         return httpx.AsyncClient(
             transport=SubmitGuard(inner, owns_inner=self.transport is None),
             headers={"Authorization": auth.header_value, "User-Agent": USER_AGENT},
@@ -345,7 +357,7 @@ class FalAsyncClient(fal_client.AsyncClient):
         """
         derived = await self.get_handle(application, request_id)
         urls = (status_url, response_url, cancel_url)
-        if not all(url and httpx.URL(url).host in _QUEUE_HOSTS for url in urls):
+        if not all(url and (url.startswith(_QUEUE_PREFIXES) or _on_queue_host(url)) for url in urls):
             return derived
         assert status_url and response_url and cancel_url
         return AsyncRequestHandle(

@@ -72,9 +72,10 @@ class FalQueue:
         key: str,
         transport: httpx.AsyncBaseTransport | None,
         redactor: Redactor | None = None,
+        connections: int = 20,
     ) -> None:
         self.name = name
-        self._fal = FalAsyncClient(key=key, transport=transport)
+        self._fal = FalAsyncClient(key=key, transport=transport, connections=connections)
         self._redactor = redactor if redactor is not None else Redactor()
         # fal keys are "<id>:<secret>": either half alone must not show either.
         self._redactor.add(key, *(part for part in key.split(":") if len(part) >= 8))

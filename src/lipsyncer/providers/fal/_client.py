@@ -42,7 +42,7 @@ from fal_client.client import (
     _limit_connect_timeout,
 )
 
-from ...core.http import RebaseTransport, json_body
+from ...core.http import BorrowedTransport, RebaseTransport, json_body
 
 __all__ = [
     "BACKUP_DOMAINS",
@@ -202,22 +202,9 @@ class BackupDomains(httpx.AsyncBaseTransport):
         await self._client.aclose()
 
 
-class _Borrowed(httpx.AsyncBaseTransport):
-    """A transport someone else owns: short-lived clients (``async with``) must not close it."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Left to the owner."""
-
-
 def borrow(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport | None:
     """``transport`` for a short-lived ``async with httpx.AsyncClient(...)``, which would otherwise close it."""
-    return None if transport is None else _Borrowed(transport)
+    return None if transport is None else BorrowedTransport(transport)
 
 
 def fal_transport(

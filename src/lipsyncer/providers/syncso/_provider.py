@@ -50,6 +50,7 @@ from lipsyncer import (
     WebhookEvent,
     WebhookVerificationError,
 )
+from lipsyncer.core.http import BorrowedTransport
 from lipsyncer.core.media import MediaProbeError, probe
 
 from ._errors import ErrorBody, error_from
@@ -113,19 +114,6 @@ def _model(
         max_audio_seconds=limit,
         option_notes=_NOTES,
     )
-
-
-class _Borrowed(httpx.AsyncBaseTransport):
-    """The context's transport belongs to the client: closing our httpx client must not close it."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Left to the owner."""
 
 
 class SyncsoProvider(Provider):
@@ -243,7 +231,7 @@ class SyncsoProvider(Provider):
                 raise MissingCredentialsError(self.id, env or "SYNC_API_KEY")
             transport = self.context.transport
             self._http = httpx.AsyncClient(
-                transport=None if transport is None else _Borrowed(transport),
+                transport=None if transport is None else BorrowedTransport(transport),  # the client's
                 timeout=httpx.Timeout(self.call_timeout),
                 event_hooks={"response": [self._remember]},
             )

@@ -74,3 +74,9 @@ def redis() -> Iterator[RedisServer]:
     """A private redis-server on a free loopback port for the whole session (started on first use)."""
     with redis_server() as server:
         yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (in their order): on several workers the long runs start at once and the short tests
+    fill in around them, instead of one long run starting last and leaving the other workers idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort keeps the order

@@ -20,6 +20,8 @@ from lipsyncer.contrib.sandbox.testing import SampleMedia
 from lipsyncer.core.jobs import store_from_url
 from lipsyncer.core.schema import JobEvent
 
+pytestmark = pytest.mark.slow  # real Celery worker processes
+
 GUARD = 90  # seconds: a hang guard, not a timing assertion
 
 

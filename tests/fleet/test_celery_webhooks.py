@@ -17,6 +17,8 @@ from lipsyncer.contrib.celery import Fleet, create_app, enqueue, fleet_webhook_a
 from lipsyncer.contrib.sandbox import LoopbackServer
 from lipsyncer.contrib.sandbox.testing import SampleMedia
 
+pytestmark = pytest.mark.slow  # real Celery worker processes
+
 GUARD = 90
 
 

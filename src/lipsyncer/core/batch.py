@@ -106,8 +106,9 @@ async def run_batch(
                 )
             finally:
                 submitting.release()
-            result = await client._resume_one(job, on_status, current=True)
-            outcome = Outcome(key=item.key, result=result)
+            resuming = client._resume_one(job, on_status, current=True)
+            del job  # not kept here while it is polled (see Waiting.wait)
+            outcome = Outcome(key=item.key, result=await resuming)
         except LipsyncError as exc:
             outcome = Outcome(key=item.key, error=exc)
         finally:

@@ -398,7 +398,9 @@ class AsyncLipsyncer:
                 )
         if job.state is JobState.UNKNOWN and job.remote_id is None:
             job = await self._submitter.resend(job)
-        return await self._waiting.wait(job, on_status=on_status, current=True)
+        waiting = self._waiting.wait(job, on_status=on_status, current=True)
+        del job  # not kept here while it is polled (see Waiting.wait)
+        return await waiting
 
     # ------------------------------------------------------------------ webhooks and downloads
 

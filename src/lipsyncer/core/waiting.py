@@ -123,7 +123,11 @@ class Waiting:
             raise _unknown(job)
         provider, _ = self.route_of(job)
         if not _provider_finished(job):
-            job = await self._poll(job, provider, on_status)
+            polling = self._poll(job, provider, on_status)
+            del (
+                job
+            )  # the poller holds the job's newest row; thousands in flight need not each keep an old one
+            job = await polling
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)
         return await self.finish(job, current=True)  # the row the last look-up stored

@@ -329,7 +329,11 @@ def read_frame_indices(path: str | Path) -> list[int]:
 
 def _tone(samples: int, sample_rate: int, frequency: float) -> bytes:
     step = 2 * math.pi * frequency / sample_rate
-    data = array("h", (int(9000 * math.sin(step * n)) for n in range(samples)))
+    # A whole-hertz tone repeats every sample_rate / gcd(sample_rate, frequency) samples: compute one period
+    # and repeat it (a sine per sample in Python cost ~40 ms per second of audio).
+    period = sample_rate // math.gcd(sample_rate, int(frequency)) if frequency == int(frequency) else samples
+    one = array("h", (int(9000 * math.sin(step * n)) for n in range(min(period, samples))))
+    data = (one * (samples // len(one) + 1))[:samples]
     if sys.byteorder == "big":  # WAV and s16 PCM are little-endian
         data.byteswap()
     return data.tobytes()

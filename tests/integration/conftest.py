@@ -18,9 +18,10 @@ def sandbox_overrides() -> dict[str, Any]:
     return {"strict": True}
 
 
-@pytest.fixture
-def media(tmp_path: Path) -> SampleMedia:
-    return sample_media(tmp_path / "media")
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
+    """Read-only inputs, written once: no test here changes them, and outputs go to each test's tmp_path."""
+    return sample_media(tmp_path_factory.mktemp("integration-media"))
 
 
 @pytest.fixture

@@ -81,8 +81,20 @@ def test_bad_input_fails_typed_before_any_request(
     assert sandbox.requests == [], f"{case} reached the sandbox"
 
 
+# A key that is a piece of a URL the test requests cannot be told apart from that URL in a log line (real keys
+# never are): such keys are left out.
+_WIRE = (
+    "https://queue.fal.run/fal-ai/sync-lipsync/v2 https://queue.fal.run/fal-ai/sync-lipsync/v3 "
+    "https://queue.fal.run/fal-ai/sync-lipsync/requests/ "
+    "https://rest.fal.ai/storage/auth/token?storage_type=fal-cdn-v3 https://v3.fal.media/files/upload"
+)
+_KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_:", min_size=12, max_size=40).filter(
+    lambda key: key not in _WIRE
+)
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_:", min_size=12, max_size=40))
+@given(key=_KEYS)
 def test_an_echoed_key_never_shows_anywhere(
     key: str, media: SampleMedia, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

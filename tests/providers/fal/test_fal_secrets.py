@@ -101,7 +101,18 @@ async def test_key_never_in_reprs_errors_or_logs(
 
 # ------------------------------------------------------------------------------- an echoed key, at random
 
-_KEYS = st.text(alphabet=string.ascii_letters + string.digits + "-_:.+/=", min_size=16, max_size=64)
+# A key that is a piece of a URL the test requests cannot be told apart from that URL in a log line (real keys
+# never are): such keys are left out.
+_WIRE = " ".join(
+    [
+        "https://queue.fal.run/fal-ai/sync-lipsync/v2/pro https://queue.fal.run/fal-ai/sync-lipsync/v3",
+        "https://queue.fal.run/fal-ai/sync-lipsync/requests/ https://v3.fal.media/files/upload",
+        "https://rest.fal.ai/storage/auth/token?storage_type=fal-cdn-v3",
+    ]
+)
+_KEYS = st.text(alphabet=string.ascii_letters + string.digits + "-_:.+/=", min_size=16, max_size=64).filter(
+    lambda key: key not in _WIRE
+)
 
 
 async def _echo_round(sandbox: Sandbox, media: SampleMedia, key: str, status: int, where: str) -> list[Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # --import-mode=importlib puts no test folder on sys.path: make tests/servers.py importable as ``servers``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -15,6 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipsyncer.contrib.sandbox import ManualClock, Sandbox
 from lipsyncer.contrib.sandbox.testing import fast_config
 from servers import PostgresServer, RedisServer, postgres_server, redis_server
+
+# scripts/check.sh (CI) draws the same examples every run, so a run is red only for a change; a plain
+# ``pytest`` explores new ones each time.
+settings.register_profile("check", derandomize=True)
+if os.environ.get("LIPSYNCER_HYPOTHESIS") == "check":
+    settings.load_profile("check")
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from .errors import (
     CancelNotSupportedError,
     ConfigError,
+    JobFailedError,
+    LipsyncError,
+    ProviderError,
     StorageError,
     UnsupportedOptionError,
     WebhookVerificationError,
@@ -219,6 +222,29 @@ class Provider(abc.ABC):
             return self.context.webhook_secret.get_secret_value()
         var = getattr(self.context.settings, "webhook_secret_env", None) or self.webhook_secret_env
         return os.environ.get(var) or None if var else None
+
+    def result_unavailable(self, job: Job, what: str, status: JobStatus) -> LipsyncError:
+        """What ``result()`` raises when a look-up of ``what`` (``"task t-1"``) found no output to return.
+
+        A job that ended without one is a :class:`JobFailedError` with the provider's code and reason; one
+        still running is a retryable ``not_finished`` :class:`ProviderError`, so a caller asks again later.
+        """
+        if status.state.finished:
+            reason = status.error_message or "no reason given"
+            return JobFailedError(
+                f"{what} {status.raw_status}: {status.error_code}: {reason}",
+                job=job,
+                code=status.error_code,
+                reason=reason,
+                retryable=bool(status.retryable),
+            )
+        return ProviderError(
+            f"{what} is {status.raw_status}, not completed",
+            provider=self.id,
+            code="not_finished",
+            retryable=True,
+            accepted=True,
+        )
 
     # ------------------------------------------------------------------ data the router reads
 

@@ -440,23 +440,7 @@ class SyncsoProvider(Provider):
                     retryable=True,
                 )
             return self._output(generation)
-        if generation.state.finished:
-            status = job_status(generation)
-            reason = status.error_message or "no reason given"
-            raise JobFailedError(
-                f"generation {generation.id} {generation.status}: {status.error_code}: {reason}",
-                job=job,
-                code=status.error_code,
-                reason=reason,
-                retryable=bool(status.retryable),
-            )
-        raise ProviderError(
-            f"generation {generation.id} is {generation.status}, not completed",
-            provider=self.id,
-            code="not_finished",
-            retryable=True,
-            accepted=True,
-        )
+        raise self.result_unavailable(job, f"generation {generation.id}", job_status(generation))
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify ``Sync-Signature``, then confirm the generation with a look-up before trusting its state."""

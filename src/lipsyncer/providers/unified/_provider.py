@@ -386,23 +386,7 @@ class UnifiedProvider(Provider):
                     retryable=True,
                 )
             return self._output(task)
-        if task.state.finished:
-            status = job_status(task)
-            reason = status.error_message or "no reason given"
-            raise JobFailedError(
-                f"task {task.id} {task.status}: {status.error_code}: {reason}",
-                job=job,
-                code=status.error_code,
-                reason=reason,
-                retryable=bool(status.retryable),
-            )
-        raise ProviderError(
-            f"task {task.id} is {task.status}, not completed",
-            provider=self.id,
-            code="not_finished",
-            retryable=True,
-            accepted=True,
-        )
+        raise self.result_unavailable(job, f"task {task.id}", job_status(task))
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Callbacks are unsigned, so only a hint: take the task id from the body, trust only a fresh look-up."""

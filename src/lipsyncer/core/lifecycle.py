@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -362,52 +362,58 @@ class Lifecycle:
                     self._held[job_id] = left
                 self.release(job_id)
             return
-        raised: BaseException | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._renew, job_id)
-                try:
-                    yield True
-                except BaseException as exc:  # re-raised below as itself, not wrapped in a group
-                    raised = exc
-                finally:
-                    tg.cancel_scope.cancel()
+            async with _alongside(lambda: self._renew(job_id)):
+                yield True
         finally:
             self.release(job_id)
-        if raised is not None:
-            raise raised
 
     async def _renew(self, job_id: str) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
-            if not self.claim(job_id):
-                log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
+            if not self._renewed(job_id):
                 return
+
+    def _renewed(self, job_id: str) -> bool:
+        if self.claim(job_id):
+            return True
+        log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
+        return False
 
     @asynccontextmanager
     async def renewing(self) -> AsyncIterator[None]:
         """While the block runs, one task renews every claim :meth:`holding` takes here, instead of a task
         per hold: thousands of jobs at once (a batch) then cost no task, task group or timer each."""
-        raised: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._renew_held)
+        async with _alongside(self._renew_held):
             self._renewers += 1
             try:
                 yield
-            except BaseException as exc:  # re-raised below as itself, not wrapped in a group
-                raised = exc
             finally:
                 self._renewers -= 1
-                tg.cancel_scope.cancel()
-        if raised is not None:
-            raise raised
 
     async def _renew_held(self) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
             for job_id in list(self._held):
-                if job_id in self._held and not self.claim(job_id):
-                    log.warning("lost the claim on %s while holding it (lease %.0f s)", job_id, self.lease)
+                if job_id in self._held:
+                    self._renewed(job_id)
+
+
+@asynccontextmanager
+async def _alongside(task: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run ``task`` while the block runs, and stop it after; the block's exception comes out as itself, not
+    wrapped in an exception group."""
+    raised: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task)
+        try:
+            yield
+        except BaseException as exc:
+            raised = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
 
 
 _RANKS = {

@@ -15,11 +15,18 @@ import httpx
 
 from .errors import InvalidRequestError
 
-__all__ = ["BorrowedTransport", "RebaseTransport", "json_body", "redact_headers"]
+__all__ = ["BorrowedTransport", "RebaseTransport", "json_body", "pool_limits", "redact_headers"]
 
 _SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-fal-cdn-token", "cookie", "proxy-authorization"}
 )
+
+
+def pool_limits(connections: int) -> httpx.Limits:
+    """A connection pool that keeps ``connections`` open: httpcore closes an idle connection whenever its pool
+    holds more than the keep-alive count (20 by default), so a pool keeping fewer than the requests in flight
+    reconnects (TLS and all) for most of them."""
+    return httpx.Limits(max_connections=max(100, connections), max_keepalive_connections=connections)
 
 
 class BorrowedTransport(httpx.AsyncBaseTransport):

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from .config import Settings, load_settings
 from .errors import ClientClosedError, ConfigError
-from .http import BorrowedTransport, RebaseTransport
+from .http import BorrowedTransport, RebaseTransport, pool_limits
 from .limits import LimitBackend, Limits
 from .plugins import PluginHost
 from .provider import Provider, ProviderContext, Storage, StorageContext, check_provider_options
@@ -162,12 +162,14 @@ class Registry:
             return base
         return CUSTOM_TRANSPORT if self.transport is not None else None
 
-    def transport_for(self, hosts: tuple[str, ...], base_url: str | None) -> httpx.AsyncBaseTransport | None:
+    def transport_for(
+        self, hosts: tuple[str, ...], base_url: str | None, *, connections: int = 20
+    ) -> httpx.AsyncBaseTransport | None:
         """What a provider, storage or download client sends through; theirs to close.
 
         The client's own ``transport`` is lent (closing a provider never closes it). A ``base_url`` gets its own
-        connection pool, and every pool of this client shares one TLS context: loading the CA certificates
-        costs ~40 ms of CPU each time.
+        connection pool keeping ``connections`` open, and every pool of this client shares one TLS context:
+        loading the CA certificates costs ~40 ms of CPU each time.
         """
         if base_url is None:
             return None if self.transport is None else BorrowedTransport(self.transport)
@@ -176,7 +178,7 @@ class Registry:
         else:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()
-            inner = httpx.AsyncHTTPTransport(verify=self._tls)
+            inner = httpx.AsyncHTTPTransport(verify=self._tls, limits=pool_limits(connections))
         return RebaseTransport(base_url, hosts=hosts, transport=inner)
 
     # ------------------------------------------------------------------ instances
@@ -197,7 +199,7 @@ class Registry:
                 ProviderContext(
                     settings=conf,
                     api_key=self.key(cls),
-                    transport=self.transport_for(cls.hosts, conf.base_url),
+                    transport=self.transport_for(cls.hosts, conf.base_url, connections=conf.max_requests),
                     storage=self.storage(),
                     options=self._options(conf.options),
                     redactor=self.redactor,

@@ -124,9 +124,8 @@ class Waiting:
         provider, _ = self.route_of(job)
         if not _provider_finished(job):
             polling = self._poll(job, provider, on_status)
-            del (
-                job
-            )  # the poller holds the job's newest row; thousands in flight need not each keep an old one
+            # The poller holds the job's newest row: thousands in flight need not each keep an old one here.
+            del job
             job = await polling
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)

@@ -120,9 +120,7 @@ class Engine:
         look-up costs the jobs still ahead of it, not every job ever submitted.
         """
         with self._lock:
-            waiting = self._waiting.get(job.api)
-            if not waiting:
-                return 0
+            waiting = self._waiting.get(job.api, deque())
             while waiting and waiting[0].phase(now) is not Phase.QUEUED:
                 waiting.popleft()
             ahead = 0

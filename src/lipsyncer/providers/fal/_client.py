@@ -42,7 +42,7 @@ from fal_client.client import (
     _limit_connect_timeout,
 )
 
-from ...core.http import BorrowedTransport, RebaseTransport, json_body
+from ...core.http import BorrowedTransport, RebaseTransport, json_body, pool_limits
 
 __all__ = [
     "BACKUP_DOMAINS",
@@ -154,12 +154,11 @@ class BackupDomains(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, connections: int = 20) -> None:
-        # An httpx client, as fal-client does, so each domain goes through its own environment proxy. Its pool
-        # keeps ``connections`` open: httpcore closes an idle connection whenever the pool holds more than its
-        # keep-alive count, so a pool keeping fewer than the requests in flight reconnects (TLS and all) for
-        # most of them.
-        limits = httpx.Limits(max_connections=max(100, connections), max_keepalive_connections=connections)
-        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, limits=limits)
+        # An httpx client, as fal-client does, so each domain goes through its own environment proxy; its pool
+        # keeps ``connections`` open.
+        self._client = httpx.AsyncClient(
+            transport=transport, follow_redirects=False, limits=pool_limits(connections)
+        )
         self._warned: set[str] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

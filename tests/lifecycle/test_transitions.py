@@ -182,3 +182,26 @@ def test_the_row_keeps_the_latest_look_up_without_its_logs_and_the_history_keeps
     assert store.history(job.id) == [status], "the history keeps the look-up whole"
     stored = store.get(job.id)
     assert stored is not None and stored.last_status == job.last_status
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sends=st.integers(1, 4),
+    target=st.sampled_from([None, "http://127.0.0.1:9"]),
+    data=st.sampled_from([None, {}, {"price_per_second": "0.05"}]),
+)
+def test_every_send_is_counted_even_on_the_route_already_stored(
+    sends: int, target: str | None, data: dict[str, str] | None
+) -> None:
+    """A prepared job is stored with its first route; sending it there (to the provider's real hosts: no
+    target, no new data) must still count, or a resumer would take it for never sent and send it again."""
+    store = MemoryJobStore()
+    lifecycle = Lifecycle(store, lambda event: None, owner="me")
+    prepared = new_job()
+    prepared.provider_data["price_per_second"] = "0.05"
+    job, _ = lifecycle.begin(prepared)
+    assert job.sends == 0
+    for n in range(1, sends + 1):
+        job = lifecycle.sending(job, provider="p", model="m", endpoint="e", target=target, data=data)
+        assert (job.sends, lifecycle.fresh(job).sends) == (n, n)  # the rule: one more per send, stored
+    assert job.state is JobState.SUBMITTING

@@ -159,25 +159,10 @@ class Lifecycle:
         def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
             if draft.state not in (JobState.SUBMITTING, JobState.UNKNOWN) or draft.remote_id is not None:
                 return None
-            merged = {**draft.provider_data, **(data or {})}
-            if (
-                draft.provider,
-                draft.model,
-                draft.endpoint,
-                draft.target,
-                draft.state,
-                draft.provider_data,
-            ) == (
-                provider,
-                model,
-                endpoint,
-                target,
-                JobState.SUBMITTING,
-                merged,
-            ):
-                return None
+            # Always written, even when the route is the one already stored (a prepared job sent to its
+            # provider's real hosts): a send that is not counted would be sent again by a resumer.
             draft.provider, draft.model, draft.endpoint, draft.target = provider, model, endpoint, target
-            draft.provider_data = merged
+            draft.provider_data = {**draft.provider_data, **(data or {})}
             draft.state = JobState.SUBMITTING
             draft.sends += 1
             return []

@@ -39,6 +39,7 @@ def write_fleet_config(
     result_backend: str,
     polling: tuple[float, float] = (0.2, 0.5),
     webhook_url: str | None = None,
+    sweep_interval: float = 3.0,
 ) -> Path:
     """Every provider at the sandbox, the shared PostgreSQL store, Celery on the private Redis."""
     lines = [f'job_store = "{store_url}"']
@@ -51,6 +52,9 @@ def write_fleet_config(
         "multiplier = 1.3",
     ]
     lines += ["", "[celery]", f'broker_url = "{broker_url}"', f'result_backend = "{result_backend}"']
+    lines.append(
+        f"sweep_interval = {sweep_interval}"
+    )  # for the tests that run beat: a lost task back in seconds
     # A killed worker's unacknowledged tasks come back within seconds instead of Redis's default hour; a worker
     # killed while it held kombu's restore mutex blocks every restore until the mutex expires (300 s by default).
     lines += [
@@ -70,7 +74,7 @@ def write_fleet_config(
 class WorkerProcess:
     """``celery -A lipsyncer.contrib.celery worker`` in its own session (so a kill takes its children too)."""
 
-    def __init__(self, setup: FleetSetup, name: str, *, concurrency: int = 2) -> None:
+    def __init__(self, setup: FleetSetup, name: str, *, concurrency: int = 2, beat: bool = False) -> None:
         self.name = name
         self.log = setup.work / f"{name}.log"
         args = [sys.executable, "-m", "celery", "-A", "lipsyncer.contrib.celery", "worker"]
@@ -81,6 +85,8 @@ class WorkerProcess:
             f"--hostname={name}@%h",
         ]
         args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        if beat:  # Celery beat inside this worker, with the fleet's default schedule (the sweep)
+            args += ["--beat", f"--schedule={setup.work / f'{name}-beat-schedule'}"]
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
                 args,

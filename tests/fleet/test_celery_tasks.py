@@ -12,7 +12,15 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from fleet_support import SANDBOX_KEYS, FleetSetup
 
-from lipsyncer import JobFailedError, JobState, LipsyncRequest, PollingPolicy, hookimpl, load_settings
+from lipsyncer import (
+    JobFailedError,
+    JobState,
+    LipsyncError,
+    LipsyncRequest,
+    PollingPolicy,
+    hookimpl,
+    load_settings,
+)
 from lipsyncer.contrib.celery import Fleet, create_app, enqueue, result
 from lipsyncer.contrib.celery.fleet import backoff
 from lipsyncer.contrib.sandbox import Fault, LoopbackServer
@@ -150,20 +158,51 @@ def test_a_sweep_restarts_jobs_whose_messages_were_lost(
     fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer, tmp_path: Path
 ) -> None:
     """Jobs with no task in the broker (one sent outside the fleet, one prepared whose submit message was
-    lost): the sweep sends the prepared one and looks up the other; both complete, each sent once."""
+    lost, one whose sender died inside its send): the sweep sends the prepared one, looks up the sent one,
+    and marks the third unknown without sending it again; the first two complete, each sent once."""
     fleet = fleet_app.lipsyncer_fleet
 
-    async def outside(client: Any) -> tuple[str, str]:
+    async def outside(client: Any) -> tuple[str, str, str]:
         sent = await client.submit(request_for(media), idempotency_key="outside")
         prepared = client.prepare(request_for(media), idempotency_key="lost-message")
-        return sent.id, prepared.id
+        dying = client.prepare(request_for(media), idempotency_key="died-mid-send")
+        # What a sender leaves when it dies after its request left: the send counted, no answer, no claim.
+        target = client.registry.target(dying.provider)
+        client.lifecycle.sending(
+            dying, provider=dying.provider, model=dying.model, endpoint=dying.endpoint, target=target
+        )
+        return sent.id, prepared.id, dying.id
 
-    sent_id, prepared_id = fleet.runtime.call(outside)
+    sent_id, prepared_id, dying_id = fleet.runtime.call(outside)
     counts = fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)
-    assert counts == {"submitted": 1, "polled": 1}
+    assert counts == {"submitted": 1, "polled": 1, "unknown": 1}
     for job_id in (sent_id, prepared_id):
         assert result(job_id, app=fleet_app).get(timeout=GUARD)["job_id"] == job_id
-    assert len(served.sandbox.submits()) == 2
+    # Celery rebuilds a task's error from its class and args; an error needing keyword arguments comes back
+    # as the nearest class it can build, with the message intact.
+    with pytest.raises(LipsyncError, match="answer was lost"):
+        result(dying_id, app=fleet_app).get(timeout=GUARD)
+    assert len(served.sandbox.submits()) == 2  # the dying job's one send is its own: nothing re-sent
+    store = store_from_url(fleet.settings.job_store)
+    try:
+        dead = store.get(dying_id)
+        assert dead is not None and dead.state is JobState.UNKNOWN and dead.sends == 1
+    finally:
+        store.close()
+    again = fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)
+    assert again["unknown"] == 0  # an unknown job is marked once; its webhook, resume or resolve settles it
+
+
+def test_beat_runs_the_sweep_every_sweep_interval(fleet_setup: FleetSetup) -> None:
+    settings = load_settings(fleet_setup.config, env=SANDBOX_KEYS)
+    interval = settings.celery.sweep_interval
+    app = create_app(Fleet(settings, env=SANDBOX_KEYS))
+    assert app.conf.beat_schedule == {"lipsyncer-sweep": {"task": "lipsyncer.sweep", "schedule": interval}}
+    mine = {"nightly": {"task": "lipsyncer.sweep", "schedule": 86400.0}}
+    own = settings.model_copy(
+        update={"celery": settings.celery.model_copy(update={"options": {"beat_schedule": mine}})}
+    )
+    assert create_app(Fleet(own, env=SANDBOX_KEYS)).conf.beat_schedule == mine  # the user's own replaces it
 
 
 @pytest.mark.parametrize("step", [0, 1, 3, 20])

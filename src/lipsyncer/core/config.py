@@ -119,6 +119,11 @@ class CelerySettings(_Strict):
     broker_url: str | None = Field(default=None, repr=False, description="e.g. redis://host:6379/0")
     result_backend: str | None = Field(default=None, repr=False, description="e.g. redis://host:6379/1")
     queue: str = Field(default="lipsyncer", description="the queue lipsyncer's tasks are sent to")
+    sweep_interval: float | None = Field(
+        default=300.0,
+        gt=0,
+        description="seconds between lipsyncer.sweep runs when Celery beat runs (None: no schedule)",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="any other Celery setting, as is")
 
 

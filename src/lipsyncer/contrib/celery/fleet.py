@@ -107,6 +107,10 @@ class Fleet:
             conf["broker_url"] = section.broker_url
         if section.result_backend:
             conf["result_backend"] = section.result_backend
+        if section.sweep_interval is not None:
+            # Redis hands a task out before it records it unacknowledged: a worker killed between the two
+            # loses that task for good. The sweep, run by beat, restarts whatever such a loss leaves idle.
+            conf["beat_schedule"] = {"lipsyncer-sweep": {"task": SWEEP, "schedule": section.sweep_interval}}
         conf.update(section.options)
         return conf
 

@@ -148,21 +148,38 @@ def register(app: Any, fleet: Fleet) -> None:
 
     @app.task(name=SWEEP, **options)  # type: ignore[untyped-decorator]
     def sweep(self: Any) -> dict[str, int]:
-        """Restart what a lost message would leave idle (a flushed broker, a chain ended by a deadline): send
-        every prepared job never sent, and look up every unfinished job with a remote id. Schedule it with
-        Celery beat; whatever it duplicates is safe to run twice."""
+        """Restart what a lost message would leave idle (a task Redis handed to a worker killed before it
+        recorded it, a flushed broker, a chain ended by a deadline): send every prepared job never sent, look
+        up every unfinished job with a remote id, and mark unknown a job whose sender died inside its send.
+        Celery beat runs it every ``[celery] sweep_interval`` seconds; whatever it duplicates is safe to run
+        twice."""
 
-        async def go(client: AsyncLipsyncer) -> list[Job]:
-            return client.unfinished()
+        async def go(client: AsyncLipsyncer) -> list[tuple[Job, bool]]:
+            found = []
+            for job in client.unfinished():
+                orphaned = (
+                    job.state is JobState.SUBMITTING
+                    and job.sends > 0
+                    and job.remote_id is None
+                    and not client.lifecycle.claimed_elsewhere(job.id)
+                )
+                if orphaned:  # re-decided on the freshest row: a sender that stored its answer meanwhile wins
+                    job = client.lifecycle.unknown(job, message=_WORKER_DIED)
+                    orphaned = job.state is JobState.UNKNOWN
+                found.append((job, orphaned))
+            return found
 
-        counts = {"submitted": 0, "polled": 0}
-        for job in fleet.runtime.call(go):
+        counts = {"submitted": 0, "polled": 0, "unknown": 0}
+        for job, orphaned in fleet.runtime.call(go):
             if job.remote_id is not None:
                 fleet.send_poll(job.id, step=0, failures=0, countdown=0.0)
                 counts["polled"] += 1
             elif job.state is JobState.SUBMITTING and not job.sends:
                 fleet.send_submit(job.id)
                 counts["submitted"] += 1
+            elif orphaned:  # its result id reports the unknown outcome, as the submit task would have
+                fleet.send_complete(job.id)
+                counts["unknown"] += 1
         return counts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,20 @@ def test_third_party_distribution_is_discovered_and_routed_to(install_dist: Call
             )
         )
     assert [r.id for r in plan.candidates] == ["cheapo:house-model"]
+
+
+def test_a_plugin_installed_or_removed_while_the_process_runs_is_seen_by_the_next_client(
+    install_dist: Callable[..., Path],
+) -> None:
+    """Entry points are read once per installed set of packages; installing or removing one is noticed."""
+    site = install_dist("lipsyncer-first", "lipsyncer_first", provider_source("first"))
+    assert "first" in PluginHost().providers and "second" not in PluginHost().providers
+    install_dist(
+        "lipsyncer-second", "lipsyncer_second", provider_source("second")
+    )  # same folder, moments later
+    assert {"first", "second"} <= set(PluginHost().providers)
+    shutil.rmtree(site / "lipsyncer_second-1.0.dist-info")  # what `pip uninstall` removes
+    assert "second" not in PluginHost().providers
 
 
 def test_plugin_raising_at_import_is_skipped_with_a_warning(install_dist: Callable[..., Path]) -> None:

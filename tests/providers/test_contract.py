@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import fal_client
@@ -20,7 +19,7 @@ from lipsyncer import (
     SubmitOutcomeUnknownError,
 )
 from lipsyncer.contrib.sandbox import Fault, Sandbox
-from lipsyncer.contrib.sandbox.testing import eventually, fast_config, sample_media
+from lipsyncer.contrib.sandbox.testing import SampleMedia, eventually, fast_config, sample_media
 from lipsyncer.core.config import ProviderSettings
 from lipsyncer.core.plugins import PluginHost
 from lipsyncer.providers.syncso import SyncsoProvider
@@ -47,13 +46,12 @@ BUILT_INS: dict[str, tuple[str, str, str, str]] = {
 class SandboxHarness(ContractHarness):
     """A built-in provider against an in-process sandbox; the sandbox's faults steer it."""
 
-    def __init__(self, provider_id: str, sandbox: Sandbox, media_dir: Path) -> None:
+    def __init__(self, provider_id: str, sandbox: Sandbox, media: SampleMedia) -> None:
         self.cls: type[Provider] = PluginHost().providers[provider_id]
         self.provider_cls = self.cls
         self.model, self.api, self.operation, key_field = BUILT_INS[provider_id]
         self.sandbox = sandbox
         self.key = str(getattr(sandbox.config, key_field))
-        media = sample_media(media_dir)
         base = "https://cdn.example.com"
         self.video = sandbox.put_file(
             media.video.read_bytes(), file_name="v.mp4", content_type="video/mp4", base_url=base
@@ -106,8 +104,15 @@ def no_fal_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fal_client.client, "_get_retry_delay", lambda *args, **kwargs: 0.0)
 
 
+@pytest.fixture(scope="module")
+def contract_media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
+    return sample_media(tmp_path_factory.mktemp("contract-media"))  # read only: one set for every harness
+
+
 @pytest.fixture
-async def harness_for(tmp_path: Path, no_fal_backoff: None) -> AsyncIterator[Callable[[str], SandboxHarness]]:
+async def harness_for(
+    contract_media: SampleMedia, no_fal_backoff: None
+) -> AsyncIterator[Callable[[str], SandboxHarness]]:
     made: list[Sandbox] = []
 
     def make(provider_id: str) -> SandboxHarness:
@@ -115,7 +120,7 @@ async def harness_for(tmp_path: Path, no_fal_backoff: None) -> AsyncIterator[Cal
             fast_config(strict=True, webhook_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
         )
         made.append(sandbox)
-        return SandboxHarness(provider_id, sandbox, tmp_path / f"media-{len(made)}")
+        return SandboxHarness(provider_id, sandbox, contract_media)
 
     yield make
     for sandbox in made:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import logging
+import os
+import sys
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +28,43 @@ __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginReport"]
 
 ENTRY_POINT_GROUP = "lipsyncer"
 log = logging.getLogger("lipsyncer.plugins")
+
+
+class _InstalledEntryPoints:
+    """lipsyncer's entry points, read once per installed set of packages.
+
+    Finding them reads every installed distribution's metadata: ~20 ms of CPU per client, paid again by every
+    client a process builds. The answer changes only when a package is installed or removed (which adds or
+    removes a ``*.dist-info`` directory, changing its folder's mtime) or ``sys.path`` changes; both are in the
+    key, so a plugin installed while the process runs is found by the next client.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[tuple[str, tuple[int, int]], ...] | None = None
+        self._found: tuple[metadata.EntryPoint, ...] = ()
+
+    def __call__(self) -> tuple[metadata.EntryPoint, ...]:
+        key = tuple((entry, _mtime(entry)) for entry in sys.path)
+        with self._lock:
+            if key != self._key:
+                found = metadata.entry_points(group=ENTRY_POINT_GROUP)
+                self._found = tuple(sorted(found, key=lambda e: e.name))
+                self._key = key
+            return self._found
+
+
+def _mtime(path: str) -> tuple[int, int]:
+    """A folder's mtime, and its link count: one more per sub-folder, so a ``*.dist-info`` added within the
+    mtime's tick (a few ms on most file systems) still changes the key."""
+    try:
+        found = os.stat(path or ".")
+    except OSError:
+        return (-1, -1)
+    return (found.st_mtime_ns, found.st_nlink)
+
+
+_installed = _InstalledEntryPoints()  # a fact about the environment, shared by every client in the process
 
 
 @dataclass
@@ -87,7 +127,7 @@ class PluginHost:
 
     def _load_entry_points(self) -> None:
         seen: set[str] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for ep in _installed():
             if ep.name in seen or not self._wanted(ep.name):
                 continue
             seen.add(ep.name)

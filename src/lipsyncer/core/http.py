@@ -46,7 +46,9 @@ class RebaseTransport(httpx.AsyncBaseTransport):
     """Send requests for the given hosts to ``base_url`` instead, keeping the original ``Host`` header.
 
     The provider keeps speaking in its real host names (URLs it stores and returns stay valid in production);
-    only where the bytes go changes. ``hosts=None`` rebases every request.
+    only where the bytes go changes. ``hosts=None`` rebases every request. Without ``transport``, its own
+    connection pools are made when first needed: loading the CA certificates costs ~50 ms of CPU, so a
+    plain-HTTP ``base_url`` (a sandbox, a local gateway) gets a pool that never loads them.
     """
 
     def __init__(
@@ -62,7 +64,9 @@ class RebaseTransport(httpx.AsyncBaseTransport):
         self._base = base
         self._prefix = base.path.rstrip("/")
         self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
-        self._inner = transport or httpx.AsyncHTTPTransport()
+        self._given = transport
+        self._plain: httpx.AsyncHTTPTransport | None = None  # for http:// only: TLS is never used
+        self._tls: httpx.AsyncHTTPTransport | None = None
 
     def _applies(self, url: httpx.URL) -> bool:
         if self._hosts is None:
@@ -79,10 +83,21 @@ class RebaseTransport(httpx.AsyncBaseTransport):
                 raw_path=(self._prefix + request.url.raw_path.decode("ascii")).encode("ascii"),
             )
             request.headers["Host"] = original_host
-        return await self._inner.handle_async_request(request)
+        return await self._inner(request.url).handle_async_request(request)
+
+    def _inner(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        if self._given is not None:
+            return self._given
+        if url.scheme == "http":
+            self._plain = self._plain or httpx.AsyncHTTPTransport(verify=False)
+            return self._plain
+        self._tls = self._tls or httpx.AsyncHTTPTransport()
+        return self._tls
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        for inner in (self._given, self._plain, self._tls):
+            if inner is not None:
+                await inner.aclose()
 
 
 def redact_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:

@@ -27,4 +27,4 @@ unset PYTHONDONTWRITEBYTECODE
 "$bin/python" -m compileall -q src tests bench >/dev/null
 export LIPSYNCER_HYPOTHESIS=check  # the same generated examples every run (tests/conftest.py)
 # Four workers on two cores: most tests wait on loopback servers, subprocesses and timers, not on the CPU.
-echo "== pytest"; "$bin/python" -m pytest -q -p no:cacheprovider -n "${LIPSYNCER_TEST_WORKERS:-4}" --maxschedchunk 1 "$@"
+echo "== pytest"; "$bin/python" -m pytest -q -p no:cacheprovider -n "${LIPSYNCER_TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -39,7 +39,7 @@ def write_fleet_config(
     result_backend: str,
     polling: tuple[float, float] = (0.2, 0.5),
     webhook_url: str | None = None,
-    sweep_interval: float = 3.0,
+    sweep_interval: float = 10.0,
 ) -> Path:
     """Every provider at the sandbox, the shared PostgreSQL store, Celery on the private Redis."""
     lines = [f'job_store = "{store_url}"']

@@ -3,6 +3,7 @@ a private redis-server as broker and result backend, a private PostgreSQL job st
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,6 +192,40 @@ def test_a_sweep_restarts_jobs_whose_messages_were_lost(
         store.close()
     again = fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)
     assert again["unknown"] == 0  # an unknown job is marked once; its webhook, resume or resolve settles it
+
+
+@pytest.mark.parametrize("sandbox_overrides", [{"processing_seconds": 120.0, "queue_seconds": 0.1}])
+def test_each_sweep_hands_a_jobs_polls_to_one_new_chain_and_older_chains_stop(
+    fleet_app: Any, worker: Any, media: SampleMedia, served: LoopbackServer
+) -> None:
+    """Sweeps restart the look-ups of every unfinished job; without an owner per job, each sweep would add a
+    chain that polls until the job ends (a job queued for an hour: twelve chains at the default interval)."""
+    job_id = enqueue(request_for(media), idempotency_key="long-running", app=fleet_app)
+    store = store_from_url(fleet_app.lipsyncer_fleet.settings.job_store)
+    try:
+        give_up = time.monotonic() + GUARD
+        while (stored := store.get(job_id)) is None or stored.remote_id is None:
+            assert time.monotonic() < give_up, "the job was never submitted"
+            time.sleep(0.05)
+        owners = []
+        for _ in range(2):
+            assert fleet_app.send_task("lipsyncer.sweep").get(timeout=GUARD)["polled"] == 1
+            stored = store.get(job_id)
+            assert stored is not None and stored.poller is not None
+            owners.append(stored.poller)
+    finally:
+        store.close()
+    assert owners[0] != owners[1]
+
+    def poll(chain: str | None) -> str:
+        kwargs = {} if chain is None else {"chain": chain}
+        return str(
+            fleet_app.send_task("lipsyncer.poll", args=[job_id], kwargs=kwargs).get(timeout=GUARD)["next"]
+        )
+
+    # The chain its submit began and the first sweep's stop at their next link; the newest one looks again.
+    assert (poll(None), poll(owners[0]), poll(owners[1])) == ("stop", "stop", "again")
+    assert len(served.sandbox.submits()) == 1
 
 
 def test_beat_runs_the_sweep_every_sweep_interval(fleet_setup: FleetSetup) -> None:

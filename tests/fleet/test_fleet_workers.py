@@ -69,7 +69,7 @@ def test_a_hundred_jobs_survive_a_worker_killed_mid_run_each_submitted_once(
     tmp_path: Path,
 ) -> None:
     sandbox = served.sandbox
-    # w2 also runs beat, whose default schedule sweeps (every 3 s in these tests): Redis hands a task out
+    # w2 also runs beat, whose default schedule sweeps (every 10 s in these tests): Redis hands a task out
     # before it records it unacknowledged, so a kill between the two loses that task, and the sweep restarts
     # its job. Look-ups it duplicates are free; sends and completions stay single.
     workers = [start_workers("w1"), start_workers("w2", beat=True)]

@@ -301,6 +301,17 @@ class Lifecycle:
 
         return self._apply(job, change)
 
+    def hand_polls(self, job: Job, poller: str) -> Job:
+        """Give the job's look-ups to a new poll chain (a task queue restarting them); older chains stop."""
+
+        def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
+            if draft.state.finished or draft.poller == poller:
+                return None
+            draft.poller = poller
+            return []
+
+        return self._apply(job, change)
+
     def failed(self, job: Job, status: JobStatus) -> Job:
         """The provider failed or cancelled the job (also for jobs cancelled from here)."""
         return self.observe(job, status)

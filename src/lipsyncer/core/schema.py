@@ -730,6 +730,11 @@ class Job(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     provider_data: dict[str, Any] = Field(default_factory=dict)
+    poller: str | None = Field(
+        default=None,
+        description="on a task queue, the poll chain that owns the job's look-ups (None: the first one); "
+        "a chain finding another here stops, so restarting a job's polls never multiplies them",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -129,8 +129,13 @@ class Fleet:
     def send_submit(self, job_id: str) -> AsyncResult:
         return self.app.send_task(SUBMIT, args=[job_id])
 
-    def send_poll(self, job_id: str, *, step: int, failures: int, countdown: float) -> AsyncResult:
-        kwargs = {"step": step, "failures": failures}
+    def send_poll(
+        self, job_id: str, *, step: int, failures: int, countdown: float, chain: str | None = None
+    ) -> AsyncResult:
+        """One link of the job's poll chain ``chain`` (see ``Job.poller``; None: the chain its submit began)."""
+        kwargs: dict[str, Any] = {"step": step, "failures": failures}
+        if chain is not None:
+            kwargs["chain"] = chain
         return self.app.send_task(POLL, args=[job_id], kwargs=kwargs, countdown=countdown)
 
     def send_complete(self, job_id: str, *, countdown: float | None = None) -> AsyncResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from typing import Any
 
 import anyio
@@ -95,14 +96,17 @@ def register(app: Any, fleet: Fleet) -> None:
         return _summary(job)  # SUBMITTING: another worker is sending it right now and goes on from there
 
     @app.task(name=POLL, **options)  # type: ignore[untyped-decorator]
-    def poll(self: Any, job_id: str, step: int = 0, failures: int = 0) -> dict[str, Any]:
-        """One status look-up; then complete the job, or look again after the policy's backoff."""
+    def poll(
+        self: Any, job_id: str, step: int = 0, failures: int = 0, chain: str | None = None
+    ) -> dict[str, Any]:
+        """One status look-up; then complete the job, or look again after the policy's backoff. A chain
+        whose job a sweep handed to a newer chain stops: restarted polls replace, never add up."""
 
         async def go(client: AsyncLipsyncer) -> tuple[Job, str, PollingPolicy | None]:
             job = client.lifecycle.fresh(job_id)
             if _provider_finished(job):
                 return job, "complete", None
-            if job.remote_id is None:  # submitting or unknown: the submit task or a webhook settles it
+            if job.remote_id is None or job.poller != chain:  # not sent yet or unknown; or not ours
                 return job, "stop", None
             policy = client.policy(job)
             _check_deadlines(job, policy)
@@ -123,8 +127,9 @@ def register(app: Any, fleet: Fleet) -> None:
             fleet.send_complete(job_id)
         elif policy is not None:
             failed = failures + 1 if next_step == "retry" else 0
-            fleet.send_poll(job_id, step=step + 1, failures=failed, countdown=backoff(policy, step + 1))
-        return _summary(job)
+            next_in = backoff(policy, step + 1)
+            fleet.send_poll(job_id, step=step + 1, failures=failed, countdown=next_in, chain=chain)
+        return {**_summary(job), "next": next_step}
 
     @app.task(name=COMPLETE, **options)  # type: ignore[untyped-decorator]
     def complete(self: Any, job_id: str) -> dict[str, Any]:
@@ -151,12 +156,14 @@ def register(app: Any, fleet: Fleet) -> None:
         """Restart what a lost message would leave idle (a task Redis handed to a worker killed before it
         recorded it, a flushed broker, a chain ended by a deadline): send every prepared job never sent, look
         up every unfinished job with a remote id, and mark unknown a job whose sender died inside its send.
-        Celery beat runs it every ``[celery] sweep_interval`` seconds; whatever it duplicates is safe to run
-        twice."""
+        Celery beat runs it every ``[celery] sweep_interval`` seconds. A job's restarted polls replace its
+        older chain (``Job.poller``); whatever else it duplicates is safe to run twice."""
 
         async def go(client: AsyncLipsyncer) -> list[tuple[Job, bool]]:
             found = []
             for job in client.unfinished():
+                if job.remote_id is not None and not _provider_finished(job):
+                    job = client.lifecycle.hand_polls(job, uuid.uuid4().hex)  # its older chains stop
                 orphaned = (
                     job.state is JobState.SUBMITTING
                     and job.sends > 0
@@ -172,7 +179,7 @@ def register(app: Any, fleet: Fleet) -> None:
         counts = {"submitted": 0, "polled": 0, "unknown": 0}
         for job, orphaned in fleet.runtime.call(go):
             if job.remote_id is not None:
-                fleet.send_poll(job.id, step=0, failures=0, countdown=0.0)
+                fleet.send_poll(job.id, step=0, failures=0, countdown=0.0, chain=job.poller)
                 counts["polled"] += 1
             elif job.state is JobState.SUBMITTING and not job.sends:
                 fleet.send_submit(job.id)

@@ -19,6 +19,7 @@ from lipsyncer import (
     LipsyncError,
     LipsyncRequest,
     PollingPolicy,
+    SubmitOutcomeUnknownError,
     hookimpl,
     load_settings,
 )
@@ -126,6 +127,7 @@ def test_a_failed_job_reports_its_error_through_the_celery_result_and_the_store(
     assert outcome.state == "FAILURE"
     stored = store_from_url(fleet_app.lipsyncer_fleet.settings.job_store).get(job_id)
     assert stored is not None and stored.state is JobState.FAILED and stored.error_code is not None
+    assert info.value.code == stored.error_code  # the provider's code, from the store: Celery keeps only text
 
 
 @pytest.fixture
@@ -179,10 +181,12 @@ def test_a_sweep_restarts_jobs_whose_messages_were_lost(
     assert counts == {"submitted": 1, "polled": 1, "unknown": 1}
     for job_id in (sent_id, prepared_id):
         assert result(job_id, app=fleet_app).get(timeout=GUARD)["job_id"] == job_id
-    # Celery rebuilds a task's error from its class and args; an error needing keyword arguments comes back
-    # as the nearest class it can build, with the message intact.
-    with pytest.raises(LipsyncError, match="answer was lost"):
+    # Celery alone would rebuild it as a plain LipsyncError (class and message only); the job's result raises
+    # the error the stored job stands for, attributes and all.
+    with pytest.raises(SubmitOutcomeUnknownError, match="answer was lost") as unknown:
         result(dying_id, app=fleet_app).get(timeout=GUARD)
+    assert unknown.value.job is not None and unknown.value.job.id == dying_id
+    assert isinstance(unknown.value.__cause__, LipsyncError)
     assert len(served.sandbox.submits()) == 2  # the dying job's one send is its own: nothing re-sent
     store = store_from_url(fleet.settings.job_store)
     try:

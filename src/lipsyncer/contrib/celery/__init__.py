@@ -13,7 +13,7 @@ from typing import Any
 
 from ...core.schema import LipsyncRequest
 from ..webhooks import webhook_app
-from .fleet import COMPLETE, POLL, SUBMIT, SWEEP, Fleet, create_app, fleet_of, result_id
+from .fleet import COMPLETE, POLL, SUBMIT, SWEEP, Fleet, JobResult, create_app, fleet_of, result_id
 
 __all__ = [
     "COMPLETE",
@@ -21,6 +21,7 @@ __all__ = [
     "SUBMIT",
     "SWEEP",
     "Fleet",
+    "JobResult",
     "app",
     "create_app",
     "enqueue",
@@ -51,8 +52,9 @@ def enqueue(
     )
 
 
-def result(job_id: str, *, app: Any = None) -> Any:
-    """The Celery ``AsyncResult`` of a job: its result (as JSON) once completed, or its error."""
+def result(job_id: str, *, app: Any = None) -> JobResult:
+    """The Celery ``AsyncResult`` of a job (a :class:`JobResult`): ``get()`` returns its result (as JSON) once
+    completed, or raises the job's typed error (read from the job store, with all its attributes)."""
     return fleet_of(app if app is not None else _default()).result(job_id)
 
 

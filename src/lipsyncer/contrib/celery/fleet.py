@@ -23,10 +23,12 @@ from celery.signals import worker_process_shutdown, worker_shutdown
 
 from ...core.client import AsyncLipsyncer
 from ...core.config import PollingPolicy, Settings, load_settings
-from ...core.schema import Job, LipsyncRequest
+from ...core.errors import LipsyncError
+from ...core.schema import Job, JobState, LipsyncRequest
+from ...core.waiting import failure_of
 from .runtime import Runtime
 
-__all__ = ["COMPLETE", "POLL", "SUBMIT", "SWEEP", "Fleet", "create_app", "fleet_of", "result_id"]
+__all__ = ["COMPLETE", "POLL", "SUBMIT", "SWEEP", "Fleet", "JobResult", "create_app", "fleet_of", "result_id"]
 
 SUBMIT = "lipsyncer.submit"
 POLL = "lipsyncer.poll"
@@ -146,8 +148,46 @@ class Fleet:
         """The client's ``completer``: a webhook said the job finished; a worker completes it."""
         await anyio.to_thread.run_sync(lambda: self.send_complete(job.id))
 
-    def result(self, job_id: str) -> AsyncResult:
-        return AsyncResult(result_id(job_id), app=self.app)
+    def result(self, job_id: str) -> JobResult:
+        return JobResult(self, job_id)
+
+    def stored_failure(self, job_id: str) -> LipsyncError | None:
+        """The typed error the stored job stands for, when it will not complete (failed, cancelled, its
+        outcome unknown); None otherwise."""
+
+        async def read(client: AsyncLipsyncer) -> LipsyncError | None:
+            job = client.lifecycle.fresh(job_id)
+            settled = job.state in (JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN)
+            return failure_of(job) if settled else None
+
+        return self.runtime.call(read)
+
+
+class JobResult(AsyncResult):  # type: ignore[misc]
+    """A job's Celery result whose ``get()`` raises the job's own typed error.
+
+    Celery rebuilds a task's error from its class name and message alone, so an error that carries more
+    (``SubmitOutcomeUnknownError``'s provider and job, ``JobFailedError``'s code) comes back as a plain
+    ``LipsyncError``. The job store keeps what happened: a failed task raises the error the stored job stands
+    for, with every attribute, and the rebuilt one as its cause.
+    """
+
+    def __init__(self, fleet: Fleet, job_id: str) -> None:
+        super().__init__(result_id(job_id), app=fleet.app)
+        self.job_id = job_id
+        self._fleet = fleet
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        """As Celery's ``AsyncResult.get`` (same arguments); a failed job raises its stored typed error."""
+        try:
+            return super().get(*args, **kwargs)
+        except Exception as exc:
+            if not self.failed():
+                raise  # a timeout, a broker error: not the job's outcome
+            typed = self._fleet.stored_failure(self.job_id)
+            if typed is None:
+                raise
+            raise typed from exc
 
 
 def backoff(policy: PollingPolicy, step: int) -> float:

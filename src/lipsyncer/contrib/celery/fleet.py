@@ -9,6 +9,7 @@ store's idempotency keys, compare-and-swap and claims, not by the queue.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Iterable, Mapping
@@ -19,16 +20,20 @@ import anyio
 import httpx
 from celery import Celery
 from celery.result import AsyncResult
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
+from sqlalchemy.engine import make_url
 
 from ...core.client import AsyncLipsyncer
 from ...core.config import PollingPolicy, Settings, load_settings
 from ...core.errors import LipsyncError
+from ...core.plugins import PluginHost
 from ...core.schema import Job, JobState, LipsyncRequest
 from ...core.waiting import failure_of
 from .runtime import Runtime
 
 __all__ = ["COMPLETE", "POLL", "SUBMIT", "SWEEP", "Fleet", "JobResult", "create_app", "fleet_of", "result_id"]
+
+log = logging.getLogger("lipsyncer.celery")
 
 SUBMIT = "lipsyncer.submit"
 POLL = "lipsyncer.poll"
@@ -77,6 +82,18 @@ class Fleet:
             config = Path(self._config) if self._config is not None else None
             self._settings = load_settings(config, env=self._env)
         return self._settings
+
+    def preload(self) -> None:
+        """Import what every task's client loads (the plugins' providers, the job store's database driver),
+        opening nothing. A prefork worker calls it in its main process before the pool forks, so each child
+        starts with them in memory it shares instead of importing them on its first task (~0.4 s of CPU)."""
+        try:
+            PluginHost(entry_points=self._entry_points, plugins=self._plugins)
+            url = self.settings.job_store
+            if url is not None and "://" in url:
+                make_url(url).get_dialect().import_dbapi()
+        except Exception as exc:  # the first task reports it, typed; a worker must still start
+            log.debug("preloading for the worker pool failed: %s", type(exc).__name__)
 
     def client(self, *, completer: bool = True) -> AsyncLipsyncer:
         """A new client on this fleet's settings and store; with ``completer``, a webhook it handles enqueues
@@ -211,6 +228,12 @@ def create_app(fleet: Fleet | None = None, *, main: str = "lipsyncer") -> Any:
     register(app, fleet)
     worker_process_shutdown.connect(fleet.runtime.close, weak=False)
     worker_shutdown.connect(fleet.runtime.close, weak=False)
+
+    def preload(sender: Any = None, **_: Any) -> None:  # a worker's main process, before its pool starts
+        if getattr(sender, "app", None) is app:
+            fleet.preload()
+
+    worker_init.connect(preload, weak=False)
     return app
 
 

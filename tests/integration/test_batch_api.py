@@ -171,7 +171,6 @@ def test_the_blocking_client_iterates_outcomes(media: SampleMedia, tmp_path: Pat
     assert sorted(o.key for o in outcomes) == sorted(m.value for m in modes) and all(o.ok for o in outcomes)
 
 
-
 def fal_client_on(sandbox: Sandbox, tmp_path: Path, interval: float) -> AsyncLipsyncer:
     """A client of fal-v2 on ``sandbox``, polling every ``interval`` seconds."""
     from lipsyncer import SQLiteJobStore

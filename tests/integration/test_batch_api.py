@@ -14,6 +14,7 @@ from lipsyncer import (
     AsyncLipsyncer,
     BatchItem,
     JobEvent,
+    JobStatus,
     Lipsyncer,
     LipsyncRequest,
     NoRouteError,
@@ -168,3 +169,64 @@ def test_the_blocking_client_iterates_outcomes(media: SampleMedia, tmp_path: Pat
             ]
             outcomes = list(lip.run_many(items, concurrency=2))
     assert sorted(o.key for o in outcomes) == sorted(m.value for m in modes) and all(o.ok for o in outcomes)
+
+
+def fal_client_on(sandbox: Sandbox, tmp_path: Path, interval: float) -> AsyncLipsyncer:
+    """A client of fal-v2 on ``sandbox``, polling every ``interval`` seconds."""
+    from lipsyncer import SQLiteJobStore
+
+    env = {"FAL_KEY": sandbox.config.fal_key}
+    settings = load_settings(
+        env=env,
+        cwd=tmp_path,
+        only=["fal-v2"],
+        polling={"initial_interval": interval, "max_interval": interval, "jitter": 0.0},
+    )
+    return AsyncLipsyncer(
+        settings, env=env, transport=sandbox.transport(), store=SQLiteJobStore(tmp_path / "j.sqlite")
+    )
+
+
+async def test_a_batch_asks_for_no_logs_and_a_watched_run_reads_its_percent(
+    make_sandbox: Callable[..., Sandbox], media: SampleMedia, tmp_path: Path
+) -> None:
+    """fal sends its progress only in its logs, whole on every look-up: only a watcher pays for them."""
+    sandbox = make_sandbox(processing_seconds=0.6, queue_seconds=0.0)
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+    seen: list[float | None] = []
+    async with fal_client_on(sandbox, tmp_path, 0.1) as client:
+        async for outcome in client.run_many([(f"k{i}", request) for i in range(3)]):
+            assert outcome.ok, outcome.error
+        batch_looks = sandbox.find_requests(api="fal", operation="status")
+        batch_history = [h for key in ("k0", "k1", "k2") for h in history_of(client, key)]
+        await client.run(request, on_status=lambda job, status: seen.append(status.progress))
+        watched_looks = sandbox.find_requests(api="fal", operation="status")[len(batch_looks) :]
+    assert batch_looks and {r.query.get("logs") for r in batch_looks} == {"false"}
+    assert batch_history and not any(h.logs for h in batch_history)
+    assert {h.progress for h in batch_history} <= {None, 100.0}  # 100: fal's "completed"
+    assert watched_looks and {r.query.get("logs") for r in watched_looks} == {"true"}
+    # The sandbox logs "Processing: N%" every tenth of the processing time: a watcher sees those numbers.
+    assert any(p is not None and 0 < p < 100 and p % 10 == 0 for p in seen), seen
+
+
+def history_of(client: AsyncLipsyncer, key: str) -> list[JobStatus]:
+    job = client.store.get_by_key(key)
+    assert job is not None
+    return client.store.history(job.id)
+
+
+async def test_the_submit_answer_is_the_first_look_up(
+    make_sandbox: Callable[..., Sandbox], media: SampleMedia, tmp_path: Path
+) -> None:
+    """A job just submitted is looked up one interval later, not at once: fal answered the submit with its
+    state a moment ago. Jobs done before the first interval need one look-up each."""
+    sandbox = make_sandbox(processing_seconds=0.2, queue_seconds=0.0)
+    request = LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2")
+    async with fal_client_on(sandbox, tmp_path, 1.5) as client:
+        outcomes = [o async for o in client.run_many([(f"k{i}", request) for i in range(4)])]
+        assert all(o.ok for o in outcomes)
+        # The submit's answer is the first entry of each job's history, the one look-up the second.
+        assert [[h.raw_status for h in history_of(client, f"k{i}")] for i in range(4)] == [
+            ["IN_QUEUE", "COMPLETED"]
+        ] * 4
+    assert len(sandbox.find_requests(api="fal", operation="status")) == 4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsyncer import Job, JobState, MemoryJobStore, SQLiteJobStore
+from lipsyncer import Job, JobState, JobStatus, LogEntry, MemoryJobStore, SQLiteJobStore
 from lipsyncer.core.errors import ConfigError
 from lipsyncer.core.jobs import SCHEMA_VERSION, JobStore, store_from_url
 
@@ -79,6 +79,23 @@ def test_update_is_a_compare_and_swap(make_store: StoreFactory) -> None:
     fresh = store.get(created.id)
     assert fresh is not None and fresh.state is JobState.QUEUED and fresh.version == 2
     assert store.find_remote("fal-v3", "r-1") is not None
+
+
+def test_a_swap_with_a_status_writes_its_history_only_when_it_wins(make_store: StoreFactory) -> None:
+    store, other = make_store(), make_store()
+    created = store.create(new_job())
+    stale = created.model_copy(deep=True)
+    running = JobStatus(state=JobState.RUNNING, progress=40.0, logs=[LogEntry(message="Processing: 40%")])
+    won = other.update(created.model_copy(update={"state": JobState.RUNNING}), status=running)
+    assert won is not None and won.version == 2
+    lost = JobStatus(state=JobState.FAILED, error_message="from a stale copy")
+    assert store.update(stale.model_copy(update={"state": JobState.FAILED}), status=lost) is None
+    # The losing swap left neither its row nor its history entry; the winner's entry is whole (logs kept).
+    assert [(h.state, h.progress, [e.message for e in h.logs]) for h in store.history(created.id)] == [
+        (JobState.RUNNING, 40.0, ["Processing: 40%"])
+    ]
+    fresh = store.get(created.id)
+    assert fresh is not None and fresh.state is JobState.RUNNING and fresh.version == 2
 
 
 def test_concurrent_swaps_lose_no_update(make_store: StoreFactory) -> None:

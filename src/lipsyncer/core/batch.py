@@ -106,7 +106,8 @@ async def run_batch(
                 )
             finally:
                 submitting.release()
-            resuming = client._resume_one(job, on_status, current=True)
+            # A batch's on_status counts states: its look-ups leave out progress detail (fal's logs).
+            resuming = client._resume_one(job, on_status, current=True, progress=False)
             del job  # not kept here while it is polled (see Waiting.wait)
             outcome = Outcome(key=item.key, result=await resuming)
         except LipsyncError as exc:

@@ -94,6 +94,7 @@ class AsyncLipsyncer:
             lease=self.settings.claim_lease,
             clock=clock or time.time,
             settled=lambda job: self.registry.limits.release(job.provider, job.id),
+            observed=self.plugins.observed,
         )
         self._submitter = Submitter(self.registry, self.lifecycle)
         self._waiting = Waiting(self.registry, self.lifecycle)
@@ -277,7 +278,9 @@ class AsyncLipsyncer:
         return await self._waiting.status(self.lifecycle.fresh(job))
 
     async def wait(self, job: Job | str, *, on_status: StatusCallback | None = None) -> LipsyncResult:
-        """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result."""
+        """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result.
+        With ``on_status`` watching, look-ups carry the provider's progress (fal's logs); without, they are
+        brief (``progress`` stays None on fal)."""
         return await self._waiting.wait(self.lifecycle.fresh(job), on_status=on_status, current=True)
 
     async def run(
@@ -305,6 +308,7 @@ class AsyncLipsyncer:
         Each item's key is its idempotency key, so running the same items again submits nothing twice:
         finished jobs come back at once, unfinished ones are resumed. ``concurrency`` bounds the jobs in
         progress at once (None: all; the providers' ``max_in_flight`` and ``submits_per_minute`` still hold).
+        ``on_status`` sees each job's state changes; a batch's look-ups are brief (no progress percent).
         Iterate to the end, or close the iterator (``contextlib.aclosing``) to cancel what is left.
         """
         async for outcome in run_batch(self, items, concurrency=concurrency, on_status=on_status):
@@ -380,9 +384,10 @@ class AsyncLipsyncer:
         ]
 
     async def _resume_one(
-        self, job: Job, on_status: StatusCallback | None, *, current: bool = False
+        self, job: Job, on_status: StatusCallback | None, *, current: bool = False, progress: bool = True
     ) -> LipsyncResult:
-        """Settle and wait for one job; ``current``: ``job`` is the row as just stored (not read again)."""
+        """Settle and wait for one job; ``current``: ``job`` is the row as just stored (not read again);
+        ``progress`` as for :meth:`Waiting.wait`."""
         if not current:
             job = self.lifecycle.fresh(job)
         if job.state is JobState.SUBMITTING:
@@ -398,7 +403,7 @@ class AsyncLipsyncer:
                 )
         if job.state is JobState.UNKNOWN and job.remote_id is None:
             job = await self._submitter.resend(job)
-        waiting = self._waiting.wait(job, on_status=on_status, current=True)
+        waiting = self._waiting.wait(job, on_status=on_status, current=True, progress=progress)
         del job  # not kept here while it is polled (see Waiting.wait)
         return await waiting
 

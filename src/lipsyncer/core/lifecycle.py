@@ -84,10 +84,13 @@ class Lifecycle:
         clock: Callable[[], float] = time.time,
         lease: float = 300.0,
         settled: Callable[[Job], None] | None = None,
+        observed: Callable[[], bool] | None = None,
     ) -> None:
         """``settled`` is told when a job stops occupying its provider (finished, or its outcome unknown):
-        the limits free its in-flight slot, whichever process settles it."""
+        the limits free its in-flight slot, whichever process settles it. ``observed`` says whether anyone
+        takes events now (False: none is built; thousands of jobs make tens of thousands of them)."""
         self.store = store
+        self._observed = observed
         self.owner = owner or owner_id()
         self.clock = clock
         self.lease = lease
@@ -124,10 +127,13 @@ class Lifecycle:
             events = change(draft)
             if events is None:
                 return current
-            stored = self.store.update(draft)
+            # A status event is a look-up the row took: its history entry is written with the row, one commit.
+            seen = next((f["status"] for kind, f in events if kind == "status"), None)
+            stored = self.store.update(draft, status=seen) if seen is not None else self.store.update(draft)
             if stored is not None:
-                for kind, fields in events:
-                    self._emit(_event(kind, stored, **fields))
+                if events and (self._observed is None or self._observed()):
+                    for kind, fields in events:
+                        self._emit(_event(kind, stored, **fields))
                 if self._settled is not None and stored.state in _SETTLED and current.state not in _SETTLED:
                     self._settled(stored)
                 return stored
@@ -170,7 +176,8 @@ class Lifecycle:
         return self._apply(job, change)
 
     def accepted(self, job: Job, submission: Submission, attempt: Attempt) -> Job:
-        """The provider answered with an id: the job is queued (and billed)."""
+        """The provider answered with an id: the job is queued (and billed). The submit's answer may carry
+        the first status (``initial_status``): it is observed in the same write."""
 
         def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
             if draft.remote_id is not None or draft.state.finished:
@@ -183,7 +190,8 @@ class Lifecycle:
             draft.provider_data.update(submission.provider_data)
             draft.attempts.append(attempt)
             draft.error_code = draft.error_message = None
-            return [("submitted", {})]
+            initial = submission.initial_status
+            return [("submitted", {}), *((_observed(draft, initial) or []) if initial is not None else [])]
 
         return self._apply(job, change)
 
@@ -243,37 +251,12 @@ class Lifecycle:
         of jobs in flight would each carry and rewrite them); the status history keeps each look-up whole.
         """
 
-        recorded = False
-
         def change(draft: Job) -> list[tuple[EventKind, dict[str, Any]]] | None:
-            nonlocal recorded
-            recorded = False
             if draft.state.finished or draft.remote_id is None:
                 return None
-            last = draft.last_status
-            if last is not None and (last.state, last.progress, last.queue_position) == (
-                status.state,
-                status.progress,
-                status.queue_position,
-            ):
-                return None
-            if last is not None and _rank(status.state) < _rank(last.state):
-                return None  # an older look-up, or deliveries out of order
-            draft.last_status = status.model_copy(update={"logs": []}) if status.logs else status
-            recorded = True
-            if status.state in (JobState.FAILED, JobState.CANCELLED):
-                draft.state = status.state
-                draft.error_code, draft.error_message = status.error_code, status.error_message
-                kind: EventKind = "cancelled" if status.state is JobState.CANCELLED else "failed"
-                return [("status", {"status": status}), (kind, {"status": status})]
-            if status.state in (JobState.RUNNING, JobState.COMPLETED):
-                draft.state = JobState.RUNNING
-            return [("status", {"status": status})]
+            return _observed(draft, status)
 
-        stored = self._apply(job, change)
-        if recorded:
-            self.store.record_status(stored.id, status)
-        return stored
+        return self._apply(job, change)
 
     def completed(self, job: Job, result: LipsyncResult) -> Job:
         """Store the result: the job is completed. Call it holding the job's claim."""
@@ -410,6 +393,28 @@ async def _alongside(task: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIter
             tg.cancel_scope.cancel()
     if raised is not None:
         raise raised
+
+
+def _observed(draft: Job, status: JobStatus) -> list[tuple[EventKind, dict[str, Any]]] | None:
+    """:meth:`Lifecycle.observe`'s change to a job with a remote id: None when the look-up says nothing new."""
+    last = draft.last_status
+    if last is not None and (last.state, last.progress, last.queue_position) == (
+        status.state,
+        status.progress,
+        status.queue_position,
+    ):
+        return None
+    if last is not None and _rank(status.state) < _rank(last.state):
+        return None  # an older look-up, or deliveries out of order
+    draft.last_status = status.model_copy(update={"logs": []}) if status.logs else status
+    if status.state in (JobState.FAILED, JobState.CANCELLED):
+        draft.state = status.state
+        draft.error_code, draft.error_message = status.error_code, status.error_message
+        kind: EventKind = "cancelled" if status.state is JobState.CANCELLED else "failed"
+        return [("status", {"status": status}), (kind, {"status": status})]
+    if status.state in (JobState.RUNNING, JobState.COMPLETED):
+        draft.state = JobState.RUNNING
+    return [("status", {"status": status})]
 
 
 _RANKS = {

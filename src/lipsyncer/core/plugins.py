@@ -182,6 +182,10 @@ class PluginHost:
 
     # ------------------------------------------------------------------ typed hook calls
 
+    def observed(self) -> bool:
+        """Whether any plugin observes ``job_event``: when none does, events need not be built at all."""
+        return bool(self.pm.hook.job_event.get_hookimpls())
+
     def emit(self, event: JobEvent) -> None:
         """Tell observers through pluggy (so ``tryfirst``, wrappers and impls taking fewer arguments work as
         pluggy documents); an observer's exception is logged, never raised into the job."""

@@ -330,7 +330,13 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def status(self, job: Job) -> JobStatus:
-        """Look the job up once. Transient errors raise ProviderError(retryable=True)."""
+        """Look the job up once, with its progress. Transient errors raise ProviderError(retryable=True)."""
+
+    async def brief_status(self, job: Job) -> JobStatus:
+        """A look-up for a waiter nobody watches (a batch, a ``wait`` without ``on_status``): the state,
+        queue position and errors :meth:`status` gives, where the progress detail may be left out when it
+        costs the provider more to send and us to read (fal's growing logs). Default: :meth:`status`."""
+        return await self.status(job)
 
     @abc.abstractmethod
     async def result(self, job: Job) -> ProviderOutput:

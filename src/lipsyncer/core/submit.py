@@ -356,10 +356,7 @@ class Submitter:
                     "duration": time.monotonic() - started,
                 }
             )
-            job = self.lifecycle.accepted(job, submission, done)
-            if submission.initial_status is not None:
-                job = self.lifecycle.observe(job, submission.initial_status)
-            return job, None
+            return self.lifecycle.accepted(job, submission, done), None  # its initial status with it
         billed = (
             isinstance(error, SubmitOutcomeUnknownError) or getattr(error, "accepted", False) is not False
         )

@@ -8,6 +8,7 @@ else waits for the stored row, so a job is fetched, completed and downloaded onc
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -107,11 +108,19 @@ class Waiting:
         return status
 
     async def wait(
-        self, job: Job, *, on_status: StatusCallback | None = None, current: bool = False
+        self,
+        job: Job,
+        *,
+        on_status: StatusCallback | None = None,
+        current: bool = False,
+        progress: bool = True,
     ) -> LipsyncResult:
         """Poll with backoff and jitter (or wake on a webhook) until the job finishes; return its result.
 
         ``current``: ``job`` is the row as just read or written here, so it is not read again.
+        ``progress``: look-ups carry the provider's progress detail when ``on_status`` watches them (a
+        batch's callback counts states, so it passes False); unwatched ones are brief (see
+        :meth:`Provider.brief_status`).
         """
         if not current:
             job = self.lifecycle.fresh(job)
@@ -123,7 +132,7 @@ class Waiting:
             raise _unknown(job)
         provider, _ = self.route_of(job)
         if not _provider_finished(job):
-            polling = self._poll(job, provider, on_status)
+            polling = self._poll(job, provider, on_status, progress=progress and on_status is not None)
             # The poller holds the job's newest row: thousands in flight need not each keep an old one here.
             del job
             job = await polling
@@ -131,38 +140,46 @@ class Waiting:
             raise _failure(job)
         return await self.finish(job, current=True)  # the row the last look-up stored
 
-    async def _poll(self, job: Job, provider: Provider, on_status: StatusCallback | None) -> Job:
+    async def _poll(
+        self, job: Job, provider: Provider, on_status: StatusCallback | None, *, progress: bool
+    ) -> Job:
         policy = self.policy(job)
+        look_up = provider.status if progress else provider.brief_status
         wake = self._wakeups.setdefault(job.id, anyio.Event())
         self._waiters[job.id] = self._waiters.get(job.id, 0) + 1
         interval = policy.initial_interval
         failures = 0
         started_running: float | None = None
+        # A look-up a moment ago (the submit's own answer) is this round's: the first look-up waits a round.
+        fresh = _age(job.last_status) < interval
         try:
             while True:
-                status: JobStatus | None = None
-                try:
-                    async with self.registry.requests(job.provider):
-                        with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
-                            status = await provider.status(job)
-                    failures = 0
-                except (ProviderError, TimeoutError) as exc:
-                    failures += 1
-                    if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
-                        raise
-                    log.info("status look-up for %s failed (%s); retrying", job.id, exc)
-                if status is not None:
-                    before = job.version
-                    job = self.lifecycle.observe(job, status)
-                    if job.version != before and _recorded(job, status) and on_status is not None:
-                        maybe = on_status(job, status)
-                        if maybe is not None:
-                            await maybe
-                    if status.state is JobState.RUNNING and started_running is None:
-                        started_running = time.monotonic()
-                if job.state.finished or _provider_finished(job):
-                    return job
-                _check_deadlines(job, policy, status, started_running)
+                if fresh:
+                    fresh = False
+                else:
+                    status: JobStatus | None = None
+                    try:
+                        async with self.registry.requests(job.provider):
+                            with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
+                                status = await look_up(job)
+                        failures = 0
+                    except (ProviderError, TimeoutError) as exc:
+                        failures += 1
+                        if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
+                            raise
+                        log.info("status look-up for %s failed (%s); retrying", job.id, exc)
+                    if status is not None:
+                        before = job.version
+                        job = self.lifecycle.observe(job, status)
+                        if job.version != before and _recorded(job, status) and on_status is not None:
+                            maybe = on_status(job, status)
+                            if maybe is not None:
+                                await maybe
+                        if status.state is JobState.RUNNING and started_running is None:
+                            started_running = time.monotonic()
+                    if job.state.finished or _provider_finished(job):
+                        return job
+                    _check_deadlines(job, policy, status, started_running)
                 delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
                 with anyio.move_on_after(delay):
                     await wake.wait()
@@ -304,6 +321,11 @@ class Waiting:
 def _provider_finished(job: Job) -> bool:
     """The provider said completed; the result is not stored yet."""
     return job.last_status is not None and job.last_status.state is JobState.COMPLETED
+
+
+def _age(status: JobStatus | None) -> float:
+    """Seconds since ``status`` was observed (infinite without one)."""
+    return math.inf if status is None else (utcnow() - status.observed_at).total_seconds()
 
 
 def _recorded(job: Job, status: JobStatus) -> bool:

@@ -44,9 +44,10 @@ class JobStore(Protocol):
         """Insert ``job`` (version 1). When its ``idempotency_key`` is already stored, write nothing and
         return the stored job: the caller compares ids to tell which happened."""
 
-    def update(self, job: Job) -> Job | None:
+    def update(self, job: Job, *, status: JobStatus | None = None) -> Job | None:
         """Compare-and-swap: store ``job`` as version ``job.version + 1`` if the stored version is still
-        ``job.version``; return the stored job, or None when another writer got there first."""
+        ``job.version``; return the stored job, or None when another writer got there first. With
+        ``status``, append it to the job's history in the same transaction, only when the swap succeeds."""
 
     def get(self, job_id: str) -> Job | None: ...
 

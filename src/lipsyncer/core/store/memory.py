@@ -47,7 +47,7 @@ class MemoryJobStore:
             self._keys[key] = job.id
         return job
 
-    def update(self, job: Job) -> Job | None:
+    def update(self, job: Job, *, status: JobStatus | None = None) -> Job | None:
         with self._lock:
             stored = self._load(job.id)
             if stored is None or stored.version != job.version:
@@ -55,6 +55,8 @@ class MemoryJobStore:
             new = job.model_copy(update={"version": job.version + 1})
             new.updated_at = utcnow()
             self._jobs[job.id] = new.model_dump_json()
+            if status is not None:
+                self._history.setdefault(job.id, []).append(status.model_dump_json())
         return new
 
     def get(self, job_id: str) -> Job | None:

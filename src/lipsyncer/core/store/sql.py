@@ -16,7 +16,7 @@ workers rewriting one schema under each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,15 @@ def _row(job: Job) -> dict[str, Any]:
         "data": job.model_dump_json(),
         "version": job.version,
         "idempotency_key": job.idempotency_key or job.id,
+    }
+
+
+def _status_row(job_id: str, status: JobStatus) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "observed_at": status.observed_at.isoformat(),
+        "state": status.state.value,
+        "data": status.model_dump_json(),
     }
 
 
@@ -275,6 +284,14 @@ class SQLJobStore:
     def _run(self, statement: Any, params: Mapping[str, Any]) -> tuple[list[Any], int]:
         """Execute a prebuilt statement on the DBAPI cursor, compiled once for this dialect: the hot path skips
         SQLAlchemy's per-execution context (our parameters are plain str, int, float and None)."""
+        with self._connection() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                return self._execute(cursor, statement, params)
+            finally:
+                cursor.close()
+
+    def _execute(self, cursor: Any, statement: Any, params: Mapping[str, Any]) -> tuple[list[Any], int]:
         compiled = self._compiled.get(id(statement))
         if compiled is None:
             done = statement.compile(dialect=self._engine.dialect, column_keys=list(params))
@@ -283,12 +300,24 @@ class SQLJobStore:
         sql, names, fixed = compiled  # fixed: the statement's own literals (a LIMIT)
         merged = {**fixed, **params}
         values: Any = tuple(merged[n] for n in names) if names is not None else merged
+        cursor.execute(sql, values)
+        rows: list[Any] = list(cursor.fetchall()) if cursor.description is not None else []
+        return rows, int(cursor.rowcount)
+
+    @contextmanager
+    def _atomic(self) -> Iterator[Callable[[Any, Mapping[str, Any]], tuple[list[Any], int]]]:
+        """Prebuilt statements in one transaction (one commit): yields what runs one. SQLite takes the write
+        lock at once (``BEGIN IMMEDIATE``), so a concurrent writer waits instead of failing midway."""
         with self._connection() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute(sql, values)
-                rows: list[Any] = list(cursor.fetchall()) if cursor.description is not None else []
-                return rows, int(cursor.rowcount)
+                cursor.execute("BEGIN IMMEDIATE" if self._sqlite else "BEGIN")
+                try:
+                    yield lambda statement, params: self._execute(cursor, statement, params)
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
             finally:
                 cursor.close()
 
@@ -372,7 +401,7 @@ class SQLJobStore:
             return self.create(job)
         return stored
 
-    def update(self, job: Job) -> Job | None:
+    def update(self, job: Job, *, status: JobStatus | None = None) -> Job | None:
         expected = job.version
         new = job.model_copy(update={"version": expected + 1})  # the caller's draft is already private
         row = _row(new)
@@ -381,7 +410,13 @@ class SQLJobStore:
             for k in ("id", "provider", "remote_id", "state", "updated_at", "data", "version")
         }
         params["b_expected"] = expected
-        return new if self._write(self._sql.swap, params) else None
+        if status is None:
+            return new if self._write(self._sql.swap, params) else None
+        with self._atomic() as run:  # the row and its history entry: one commit
+            if not run(self._sql.swap, params)[1]:
+                return None
+            run(self._sql.record, _status_row(job.id, status))
+        return new
 
     def get(self, job_id: str) -> Job | None:
         return self._one(self._sql.by_id, {"b_value": job_id})
@@ -419,13 +454,7 @@ class SQLJobStore:
         return Claim(owner=str(rows[0][0]), until=float(rows[0][1]))
 
     def record_status(self, job_id: str, status: JobStatus) -> None:
-        params = {
-            "job_id": job_id,
-            "observed_at": status.observed_at.isoformat(),
-            "state": status.state.value,
-            "data": status.model_dump_json(),
-        }
-        self._write(self._sql.record, params)
+        self._write(self._sql.record, _status_row(job_id, status))
 
     def history(self, job_id: str) -> list[JobStatus]:
         with self._connection() as conn:

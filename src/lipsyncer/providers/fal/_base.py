@@ -98,6 +98,9 @@ class FalProvider(Provider):
     async def status(self, job: Job) -> JobStatus:
         return await self._fal().status(job)
 
+    async def brief_status(self, job: Job) -> JobStatus:
+        return await self._fal().status(job, logs=False)
+
     async def result(self, job: Job) -> ProviderOutput:
         return await self._fal().result(job)
 

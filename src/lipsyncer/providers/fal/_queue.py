@@ -138,10 +138,11 @@ class FalQueue:
             initial_status=JobStatus(state=JobState.QUEUED, raw_status="IN_QUEUE"),
         )
 
-    async def status(self, job: Job) -> JobStatus:
-        """One look-up, with logs and queue position."""
+    async def status(self, job: Job, *, logs: bool = True) -> JobStatus:
+        """One look-up with the queue position; ``logs``: with fal's logs, where its progress percent is (a
+        list that grows with the job, sent whole on every look-up: a waiter nobody watches leaves it out)."""
         with self._errors(accepted=True):
-            return await self._status(await self._handle(job))
+            return await self._status(await self._handle(job), logs=logs)
 
     async def result(self, job: Job) -> ProviderOutput:
         """The output of a finished job in one GET; JobFailedError with fal's reason when it failed."""
@@ -221,9 +222,9 @@ class FalQueue:
             cancel_url=job.cancel_url,
         )
 
-    async def _status(self, handle: AsyncRequestHandle) -> JobStatus:
+    async def _status(self, handle: AsyncRequestHandle, *, logs: bool = True) -> JobStatus:
         try:
-            state = await handle.status(with_logs=True)
+            state = await handle.status(with_logs=logs)
         except (KeyError, ValueError, TypeError) as exc:
             raise ProviderUnavailableError(
                 f"fal answered an unreadable status ({exc!r})",

@@ -86,11 +86,5 @@ def redis() -> Iterator[RedisServer]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first (in their order): on several workers the long runs start at once and the short tests
-    fill in around them, instead of one long run starting last and leaving the other workers idle.
-
-    Tests on the session's PostgreSQL share one xdist worker (``--dist loadgroup``): each worker that needs it
-    would otherwise run initdb and start a server of its own (~1.6 s of CPU each)."""
+    fill in around them, instead of one long run starting last and leaving the other workers idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort keeps the order
-    for item in items:
-        if "postgres" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("postgresql"))

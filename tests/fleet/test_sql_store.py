@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from fleet_support import SANDBOX_KEYS, FleetSetup
 from typer.testing import CliRunner
@@ -113,6 +112,8 @@ def test_pool_settings_in_the_url_size_the_pool_and_never_reach_the_server(postg
 
 def _old_postgres_layout(url: str) -> None:
     """A version-1 store by hand: the 0.1 layout, no version table."""
+    import psycopg  # here, not at collection: every xdist worker collects this module (~0.3 s)
+
     with psycopg.connect(url) as conn:
         conn.execute(
             "CREATE TABLE jobs (id TEXT PRIMARY KEY, provider TEXT NOT NULL, remote_id TEXT, state TEXT NOT NULL,"
@@ -169,6 +170,8 @@ def test_an_older_postgresql_store_is_refused_until_jobs_migrate_runs(postgres_u
 
 def test_a_newer_postgresql_store_is_refused(postgres_url: str) -> None:
     store_from_url(postgres_url).close()
+    import psycopg
+
     with psycopg.connect(postgres_url) as conn:
         conn.execute("UPDATE lipsyncer_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match="newer") as info:

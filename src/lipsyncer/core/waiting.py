@@ -151,44 +151,43 @@ class Waiting:
         failures = 0
         started_running: float | None = None
         # A look-up a moment ago (the submit's own answer) is this round's: the first look-up waits a round.
-        fresh = _age(job.last_status) < interval
+        due = _age(job.last_status) >= interval
         try:
             while True:
-                if fresh:
-                    fresh = False
-                else:
-                    status: JobStatus | None = None
-                    try:
-                        async with self.registry.requests(job.provider):
-                            with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
-                                status = await look_up(job)
-                        failures = 0
-                    except (ProviderError, TimeoutError) as exc:
-                        failures += 1
-                        if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
-                            raise
-                        log.info("status look-up for %s failed (%s); retrying", job.id, exc)
-                    if status is not None:
-                        before = job.version
-                        job = self.lifecycle.observe(job, status)
-                        if job.version != before and _recorded(job, status) and on_status is not None:
-                            maybe = on_status(job, status)
-                            if maybe is not None:
-                                await maybe
-                        if status.state is JobState.RUNNING and started_running is None:
-                            started_running = time.monotonic()
-                    if job.state.finished or _provider_finished(job):
-                        return job
-                    _check_deadlines(job, policy, status, started_running)
-                delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
-                with anyio.move_on_after(delay):
-                    await wake.wait()
-                if wake.is_set():  # a webhook recorded something: read what it stored
-                    wake = self._wakeups[job.id] = anyio.Event()
-                    job = self.lifecycle.fresh(job)
-                    if job.state.finished or _provider_finished(job):
-                        return job
-                interval = min(interval * policy.multiplier, policy.max_interval)
+                if not due:
+                    delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
+                    with anyio.move_on_after(delay):
+                        await wake.wait()
+                    if wake.is_set():  # a webhook recorded something: read what it stored
+                        wake = self._wakeups[job.id] = anyio.Event()
+                        job = self.lifecycle.fresh(job)
+                        if job.state.finished or _provider_finished(job):
+                            return job
+                    interval = min(interval * policy.multiplier, policy.max_interval)
+                due = False
+                status: JobStatus | None = None
+                try:
+                    async with self.registry.requests(job.provider):
+                        with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
+                            status = await look_up(job)
+                    failures = 0
+                except (ProviderError, TimeoutError) as exc:
+                    failures += 1
+                    if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
+                        raise
+                    log.info("status look-up for %s failed (%s); retrying", job.id, exc)
+                if status is not None:
+                    before = job.version
+                    job = self.lifecycle.observe(job, status)
+                    if job.version != before and _recorded(job, status) and on_status is not None:
+                        maybe = on_status(job, status)
+                        if maybe is not None:
+                            await maybe
+                    if status.state is JobState.RUNNING and started_running is None:
+                        started_running = time.monotonic()
+                if job.state.finished or _provider_finished(job):
+                    return job
+                _check_deadlines(job, policy, status, started_running)
         finally:
             self._waiters[job.id] -= 1
             if not self._waiters[job.id]:

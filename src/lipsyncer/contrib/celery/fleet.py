@@ -21,13 +21,13 @@ import httpx
 from celery import Celery
 from celery.result import AsyncResult
 from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
-from sqlalchemy.engine import make_url
 
 from ...core.client import AsyncLipsyncer
 from ...core.config import PollingPolicy, Settings, load_settings
 from ...core.errors import LipsyncError
 from ...core.plugins import PluginHost
 from ...core.schema import Job, JobState, LipsyncRequest
+from ...core.store import import_driver
 from ...core.waiting import failure_of
 from .runtime import Runtime
 
@@ -90,8 +90,10 @@ class Fleet:
         try:
             PluginHost(entry_points=self._entry_points, plugins=self._plugins)
             url = self.settings.job_store
-            if url is not None and "://" in url:
-                make_url(url).get_dialect().import_dbapi()
+            if (
+                url is not None and "://" in url
+            ):  # a plain path is SQLite, whose driver is the standard library's
+                import_driver(url)
         except Exception as exc:  # the first task reports it, typed; a worker must still start
             log.debug("preloading for the worker pool failed: %s", type(exc).__name__)
 

@@ -66,13 +66,7 @@ def register(app: Any, fleet: Fleet) -> None:
             wait = await _admission_wait(client, client.lifecycle.fresh(job_id))
             if wait:
                 return None, wait
-            job = await client.send(job_id)
-            if (
-                job.state is JobState.SUBMITTING
-                and job.sends
-                and not client.lifecycle.claimed_elsewhere(job.id)
-            ):  # its sender died between the send and storing the answer: the outcome is unknown
-                job = client.lifecycle.unknown(job, message=_WORKER_DIED)
+            job = _unknown_if_its_sender_died(client, await client.send(job_id))
             first = client.policy(job).initial_interval if job.remote_id is not None else 0.0
             return job, first
 
@@ -164,16 +158,9 @@ def register(app: Any, fleet: Fleet) -> None:
             for job in client.unfinished():
                 if job.remote_id is not None and not _provider_finished(job):
                     job = client.lifecycle.hand_polls(job, uuid.uuid4().hex)  # its older chains stop
-                orphaned = (
-                    job.state is JobState.SUBMITTING
-                    and job.sends > 0
-                    and job.remote_id is None
-                    and not client.lifecycle.claimed_elsewhere(job.id)
-                )
-                if orphaned:  # re-decided on the freshest row: a sender that stored its answer meanwhile wins
-                    job = client.lifecycle.unknown(job, message=_WORKER_DIED)
-                    orphaned = job.state is JobState.UNKNOWN
-                found.append((job, orphaned))
+                before = job.state
+                job = _unknown_if_its_sender_died(client, job)
+                found.append((job, before is JobState.SUBMITTING and job.state is JobState.UNKNOWN))
             return found
 
         counts = {"submitted": 0, "polled": 0, "unknown": 0}
@@ -188,6 +175,15 @@ def register(app: Any, fleet: Fleet) -> None:
                 fleet.send_complete(job.id)
                 counts["unknown"] += 1
         return counts
+
+
+def _unknown_if_its_sender_died(client: AsyncLipsyncer, job: Job) -> Job:
+    """A job sent (its send counted) with no answer stored and no live sender holding its claim: the sender
+    died between the send and storing the answer, so the outcome is unknown. Re-decided on the freshest row:
+    a sender that stored its answer meanwhile wins."""
+    if job.state is JobState.SUBMITTING and job.sends > 0 and not client.lifecycle.claimed_elsewhere(job.id):
+        return client.lifecycle.unknown(job, message=_WORKER_DIED)
+    return job
 
 
 async def _admission_wait(client: AsyncLipsyncer, job: Job) -> float:

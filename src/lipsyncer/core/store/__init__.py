@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base import SCHEMA_VERSION, Claim, JobStore, default_store_path, job_summary
 from .memory import MemoryJobStore
-from .sql import SQLiteJobStore, SQLJobStore, redacted
+from .sql import SQLiteJobStore, SQLJobStore, import_driver, redacted
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,6 +22,7 @@ __all__ = [
     "SQLJobStore",
     "SQLiteJobStore",
     "default_store_path",
+    "import_driver",
     "job_summary",
     "redacted",
     "store_from_url",

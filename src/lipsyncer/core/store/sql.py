@@ -480,6 +480,12 @@ class SQLiteJobStore(SQLJobStore):
         return f"SQLiteJobStore({str(self.path)!r})"
 
 
+def import_driver(url: str | URL) -> None:
+    """Import the database driver a store on ``url`` uses, opening nothing (a Celery worker does it before
+    its pool forks, so every child starts with it loaded)."""
+    _parse(url).get_dialect().import_dbapi()
+
+
 def _parse(url: str | URL) -> URL:
     try:
         parsed = make_url(url) if isinstance(url, str) else url

@@ -52,9 +52,8 @@ def write_fleet_config(
         "multiplier = 1.3",
     ]
     lines += ["", "[celery]", f'broker_url = "{broker_url}"', f'result_backend = "{result_backend}"']
-    lines.append(
-        f"sweep_interval = {sweep_interval}"
-    )  # for the tests that run beat: a lost task back in seconds
+    # For the tests that run beat: a task Redis lost comes back within seconds, not the default five minutes.
+    lines.append(f"sweep_interval = {sweep_interval}")
     # A killed worker's unacknowledged tasks come back within seconds instead of Redis's default hour; a worker
     # killed while it held kombu's restore mutex blocks every restore until the mutex expires (300 s by default).
     lines += [

@@ -12,13 +12,15 @@ Printed per job count: CPU per job, memory growth (peak RSS over the process's s
 requests per job, jobs completed (none may be lost), and the lipsyncer/baseline ratios; then each run's
 requests per job by kind.
 
-Both runs get the same connection pool, one that keeps as many connections open as the 64 requests in flight.
-httpcore closes an idle connection whenever its pool holds more than ``max_keepalive_connections`` (httpx's
-default: 20) in total, so with 64 requests in flight a default pool settles either into opening a TCP
-connection per request or into reusing a few dozen, and which one a run lands in decides more of its CPU than
-the client on top does.
+Each run gets the pool its users get: fal-client httpx's own, lipsyncer the one it builds for a ``base_url``
+(``lipsyncer.core.pool``, which hands an idle connection to one waiting request instead of to all of them).
+``--same-pool`` gives lipsyncer httpx's pool too, to tell the pool's share of a difference from the client's.
+Both keep as many connections open as the 64 requests in flight: httpcore closes an idle connection whenever
+its pool holds more than ``max_keepalive_connections`` (httpx's default: 20) in total, so with 64 requests in
+flight a default pool settles either into opening a TCP connection per request or into reusing a few dozen,
+and which one a run lands in decides more of its CPU than the client on top does.
 
-    .venv/bin/python bench/batch.py [--jobs 500 2000 10000] [--seconds 3] [--poll 1]
+    .venv/bin/python bench/batch.py [--jobs 500 2000 10000] [--seconds 3] [--poll 1] [--same-pool]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -56,6 +59,8 @@ class Measured:
     wall: float
     status_calls: int
     requests: dict[str, int]
+    errors: dict[str, int]
+    """Why jobs did not complete: error type and message, with how many ended so."""
 
 
 def serve(conn: Connection, seconds: float) -> None:
@@ -105,22 +110,30 @@ class Counting(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def _pool() -> httpx.AsyncHTTPTransport:
-    """The connection pool both runs use: it keeps open as many connections as there are requests in flight."""
-    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=64))
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=64)
+"""Both runs' pools keep open as many connections as there are requests in flight."""
+
+
+def _pool(pool: str) -> httpx.AsyncHTTPTransport:
+    """httpx's own pool, or the one lipsyncer builds for a ``base_url``."""
+    if pool == "httpx":
+        return httpx.AsyncHTTPTransport(limits=LIMITS)
+    from lipsyncer.core.pool import PooledTransport
+
+    return PooledTransport(limits=LIMITS)
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run_raw(served: Served, jobs: int, poll: float) -> Measured:
+async def run_raw(served: Served, jobs: int, poll: float, pool: str) -> Measured:
     import fal_client
 
     from lipsyncer.core.http import RebaseTransport
     from lipsyncer.providers.fal._client import FAL_HOSTS, FalAsyncClient
 
-    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool()))
+    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool(pool)))
     fal = FalAsyncClient(key=served.key, transport=counting)
     gate = asyncio.Semaphore(64)
     arguments = {"video_url": served.video, "audio_url": served.audio, "sync_mode": "cut_off"}
@@ -148,20 +161,21 @@ async def run_raw(served: Served, jobs: int, poll: float) -> Measured:
         time.perf_counter() - wall,
         counting.status,
         dict(counting.kinds),
+        _tally(d for d in done if isinstance(d, BaseException)),
     )
     await fal.aclose()
     await counting.aclose()
     return measured
 
 
-async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
+async def run_ours(served: Served, jobs: int, poll: float, pool: str) -> Measured:
     from lipsyncer import AsyncLipsyncer, BatchItem, LipsyncRequest, SQLiteJobStore, load_settings
     from lipsyncer.core.http import RebaseTransport
     from lipsyncer.providers.fal._client import FAL_HOSTS
 
     work = Path(tempfile.mkdtemp(prefix="lipsyncer-bench-"))
     env = {"FAL_KEY": served.key}
-    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool()))
+    counting = Counting(RebaseTransport(served.base_url, hosts=FAL_HOSTS, transport=_pool(pool)))
     settings = load_settings(
         env=env,
         cwd=work,
@@ -172,6 +186,7 @@ async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
     request = LipsyncRequest(video=served.video, audio=served.audio, model="lipsync-2")
     items = [BatchItem(f"job-{n}", request) for n in range(jobs)]
     completed = 0
+    failed: list[BaseException] = []
     async with AsyncLipsyncer(
         settings, env=env, transport=counting, store=SQLiteJobStore(work / "jobs.sqlite")
     ) as client:
@@ -179,6 +194,8 @@ async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
         rss, cpu, wall = _rss_mb(), time.process_time(), time.perf_counter()
         async for outcome in client.run_many(items):
             completed += outcome.ok
+            if outcome.error is not None:
+                failed.append(outcome.error)
     return Measured(
         jobs,
         completed,
@@ -187,18 +204,27 @@ async def run_ours(served: Served, jobs: int, poll: float) -> Measured:
         time.perf_counter() - wall,
         counting.status,
         dict(counting.kinds),
+        _tally(failed),
     )
 
 
-def measure(kind: str, served: Served, jobs: int, poll: float, conn: Connection) -> None:
+def _tally(errors: Iterable[BaseException]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for error in errors:
+        key = f"{type(error).__name__}: {str(error)[:300]}"
+        tally[key] = tally.get(key, 0) + 1
+    return tally
+
+
+def measure(kind: str, served: Served, jobs: int, poll: float, pool: str, conn: Connection) -> None:
     runner = run_raw if kind == "raw" else run_ours
-    conn.send(asyncio.run(runner(served, jobs, poll)))
+    conn.send(asyncio.run(runner(served, jobs, poll, pool)))
 
 
-def in_process(kind: str, served: Served, jobs: int, poll: float) -> Measured:
+def in_process(kind: str, served: Served, jobs: int, poll: float, pool: str) -> Measured:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=measure, args=(kind, served, jobs, poll, child))
+    process = ctx.Process(target=measure, args=(kind, served, jobs, poll, pool, child))
     process.start()
     result: Measured = parent.recv()
     process.join()
@@ -212,6 +238,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[500, 2000, 10000])
     parser.add_argument("--seconds", type=float, default=3.0, help="how long a job takes at the sandbox")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between status look-ups")
+    parser.add_argument("--same-pool", action="store_true", help="httpx's connection pool for lipsyncer too")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -222,8 +249,10 @@ def main() -> None:
     print(head)
     try:
         for jobs in args.jobs:
-            raw = in_process("raw", served, jobs, args.poll)
-            ours = in_process("lipsyncer", served, jobs, args.poll)
+            raw = in_process("raw", served, jobs, args.poll, "httpx")
+            ours = in_process(
+                "lipsyncer", served, jobs, args.poll, "httpx" if args.same_pool else "lipsyncer"
+            )
             for name, m in (("fal-client", raw), ("lipsyncer", ours)):
                 print(
                     f"{jobs:>6}  {name:<9} {m.cpu / jobs * 1e3:>7.2f}ms {m.rss_growth_mb:>6.1f}MB "
@@ -236,6 +265,8 @@ def main() -> None:
             for name, m in (("fal-client", raw), ("lipsyncer", ours)):
                 kinds = ", ".join(f"{kind} {n / jobs:.2f}" for kind, n in sorted(m.requests.items()))
                 print(f"{'':>6}  {name:<9} requests per job: {kinds}")
+                for error, n in m.errors.items():
+                    print(f"{'':>6}  {name:<9} {n} not completed: {error}")
             sys.stdout.flush()
     finally:
         parent.send("stop")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from .errors import InvalidRequestError
+from .pool import PooledTransport
 
 __all__ = ["BorrowedTransport", "RebaseTransport", "json_body", "pool_limits", "redact_headers"]
 
@@ -65,8 +66,8 @@ class RebaseTransport(httpx.AsyncBaseTransport):
         self._prefix = base.path.rstrip("/")
         self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
         self._given = transport
-        self._plain: httpx.AsyncHTTPTransport | None = None  # for http:// only: TLS is never used
-        self._tls: httpx.AsyncHTTPTransport | None = None
+        self._plain: PooledTransport | None = None  # for http:// only: TLS is never used
+        self._tls: PooledTransport | None = None
 
     def _applies(self, url: httpx.URL) -> bool:
         if self._hosts is None:
@@ -89,9 +90,9 @@ class RebaseTransport(httpx.AsyncBaseTransport):
         if self._given is not None:
             return self._given
         if url.scheme == "http":
-            self._plain = self._plain or httpx.AsyncHTTPTransport(verify=False)
+            self._plain = self._plain or PooledTransport(verify=False)
             return self._plain
-        self._tls = self._tls or httpx.AsyncHTTPTransport()
+        self._tls = self._tls or PooledTransport()
         return self._tls
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from .errors import ClientClosedError, ConfigError
 from .http import BorrowedTransport, RebaseTransport, pool_limits
 from .limits import LimitBackend, Limits
 from .plugins import PluginHost
+from .pool import PooledTransport
 from .provider import Provider, ProviderContext, Storage, StorageContext, check_provider_options
 from .redact import Redactor
 from .router import Router
@@ -178,7 +179,7 @@ class Registry:
         else:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()
-            inner = httpx.AsyncHTTPTransport(verify=self._tls, limits=pool_limits(connections))
+            inner = PooledTransport(verify=self._tls, limits=pool_limits(connections))
         return RebaseTransport(base_url, hosts=hosts, transport=inner)
 
     # ------------------------------------------------------------------ instances

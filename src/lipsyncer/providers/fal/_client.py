@@ -43,6 +43,7 @@ from fal_client.client import (
 )
 
 from ...core.http import BorrowedTransport, RebaseTransport, json_body, pool_limits
+from ...core.pool import PooledTransport
 
 __all__ = [
     "BACKUP_DOMAINS",
@@ -157,7 +158,7 @@ class BackupDomains(httpx.AsyncBaseTransport):
         # An httpx client, as fal-client does, so each domain goes through its own environment proxy; its pool
         # keeps ``connections`` open.
         self._client = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, limits=pool_limits(connections)
+            transport=transport or PooledTransport(limits=pool_limits(connections)), follow_redirects=False
         )
         self._warned: set[str] = set()
 

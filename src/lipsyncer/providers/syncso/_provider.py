@@ -50,8 +50,9 @@ from lipsyncer import (
     WebhookEvent,
     WebhookVerificationError,
 )
-from lipsyncer.core.http import BorrowedTransport
+from lipsyncer.core.http import BorrowedTransport, pool_limits
 from lipsyncer.core.media import MediaProbeError, probe
+from lipsyncer.core.pool import PooledTransport
 
 from ._errors import ErrorBody, error_from
 from ._webhooks import verify_signature
@@ -231,7 +232,11 @@ class SyncsoProvider(Provider):
                 raise MissingCredentialsError(self.id, env or "SYNC_API_KEY")
             transport = self.context.transport
             self._http = httpx.AsyncClient(
-                transport=None if transport is None else BorrowedTransport(transport),  # the client's
+                transport=(  # the client's, lent; or a pool of our own
+                    PooledTransport(limits=pool_limits(self.context.settings.max_requests))
+                    if transport is None
+                    else BorrowedTransport(transport)
+                ),
                 timeout=httpx.Timeout(self.call_timeout),
                 event_hooks={"response": [self._remember]},
             )

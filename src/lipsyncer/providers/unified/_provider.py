@@ -43,7 +43,8 @@ from lipsyncer import (
     WebhookEvent,
     WebhookVerificationError,
 )
-from lipsyncer.core.http import json_body
+from lipsyncer.core.http import json_body, pool_limits
+from lipsyncer.core.pool import PooledTransport
 from lipsyncer.core.schema import utcnow
 
 from ._errors import Envelope, create_refused, error_from_response
@@ -219,7 +220,8 @@ class UnifiedProvider(Provider):
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                transport=self.context.transport,
+                transport=self.context.transport
+                or PooledTransport(limits=pool_limits(self.context.settings.max_requests)),
                 base_url=self.base_url,
                 timeout=httpx.Timeout(self.call_timeout),
                 headers={"User-Agent": _user_agent(), "Accept": "application/json"},

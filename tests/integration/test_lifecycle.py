@@ -18,6 +18,7 @@ from lipsyncer import (
     ConfigError,
     IdempotencyKeyReusedError,
     JobEvent,
+    JobFailedError,
     JobState,
     JobTargetMismatchError,
     LipsyncRequest,
@@ -161,6 +162,41 @@ async def test_a_waiter_and_a_webhook_complete_and_download_a_job_once(
     assert kinds["completed"] == 1 and kinds["downloaded"] == 1 and kinds["submitted"] == 1
     assert file_gets(sandbox, stored.result.video.url) == 1
     assert len(sandbox.submits()) == 1
+
+
+async def test_a_waiter_stops_at_a_job_another_process_settled_without_asking_the_provider(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    with Sandbox(fast_config(strict=True, processing_seconds=3600)) as sandbox:
+        store = tmp_path / "jobs.sqlite"
+        every_second = {"initial_interval": 1.0, "max_interval": 1.0, "jitter": 0.0, "call_timeout": 10}
+        waiting = client_for(sandbox, store, tmp_path, polling=every_second)
+        async with waiting as waiter, client_for(sandbox, store, tmp_path) as other:
+            job = await waiter.submit(LipsyncRequest(video=media.video, audio=media.audio, model="lipsync-2"))
+
+            def look_ups() -> int:
+                return sum(1 for r in sandbox.requests if r.operation == "status")
+
+            failed: list[JobFailedError] = []
+
+            async def wait() -> None:
+                with pytest.raises(JobFailedError) as raised:
+                    await waiter.wait(job)
+                failed.append(raised.value)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+
+                async def looked_once() -> bool:
+                    return look_ups() >= 1
+
+                await eventually(looked_once)  # the waiter's first look-up; its next is a second away
+                await other.cancel(job.id)  # another process: the waiter is not woken
+                after_cancel = look_ups()
+        # The rule: each round the waiter reads the stored row before it asks the provider, so a row settled
+        # meanwhile ends the wait with no look-up of its own.
+        assert look_ups() == after_cancel
+        assert failed and failed[0].job is not None and failed[0].job.state is JobState.CANCELLED
 
 
 # ------------------------------------------------------------------------------------------ the submit window

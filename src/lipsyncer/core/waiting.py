@@ -145,8 +145,9 @@ class Waiting:
     ) -> Job:
         policy = self.policy(job)
         look_up = provider.status if progress else provider.brief_status
-        wake = self._wakeups.setdefault(job.id, anyio.Event())
-        self._waiters[job.id] = self._waiters.get(job.id, 0) + 1
+        job_id = job.id
+        wake = self._wakeups.setdefault(job_id, anyio.Event())
+        self._waiters[job_id] = self._waiters.get(job_id, 0) + 1
         interval = policy.initial_interval
         failures = 0
         started_running: float | None = None
@@ -154,18 +155,22 @@ class Waiting:
         due = _age(job.last_status) >= interval
         try:
             while True:
+                status: JobStatus | None = None  # the last round's, not held through the wait
                 if not due:
                     delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
+                    # While it waits, a job is its id: the row (~10 KB as objects) is read again after the
+                    # wait, so thousands of jobs in flight do not each hold one. The read also sees what a
+                    # webhook, or another process, stored meanwhile.
+                    del job
                     with anyio.move_on_after(delay):
                         await wake.wait()
-                    if wake.is_set():  # a webhook recorded something: read what it stored
-                        wake = self._wakeups[job.id] = anyio.Event()
-                        job = self.lifecycle.fresh(job)
-                        if job.state.finished or _provider_finished(job):
-                            return job
+                    if wake.is_set():
+                        wake = self._wakeups[job_id] = anyio.Event()
+                    job = self.lifecycle.fresh(job_id)
+                    if job.state.finished or _provider_finished(job):
+                        return job
                     interval = min(interval * policy.multiplier, policy.max_interval)
                 due = False
-                status: JobStatus | None = None
                 try:
                     async with self.registry.requests(job.provider):
                         with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
@@ -189,10 +194,10 @@ class Waiting:
                     return job
                 _check_deadlines(job, policy, status, started_running)
         finally:
-            self._waiters[job.id] -= 1
-            if not self._waiters[job.id]:
-                del self._waiters[job.id]
-                self._wakeups.pop(job.id, None)
+            self._waiters[job_id] -= 1
+            if not self._waiters[job_id]:
+                del self._waiters[job_id]
+                self._wakeups.pop(job_id, None)
 
     # ------------------------------------------------------------------ completion
 

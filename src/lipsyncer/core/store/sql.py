@@ -515,6 +515,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 256 KiB of page cache instead of SQLite's 2 MB per connection: rows are small and read by key, and the
+    # OS caches the file anyway. At 500 jobs in flight the default cache was a fifth of the batch's memory.
+    cursor.execute("PRAGMA cache_size=-256")
     cursor.close()
 
 

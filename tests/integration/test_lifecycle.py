@@ -199,6 +199,43 @@ async def test_a_waiter_stops_at_a_job_another_process_settled_without_asking_th
         assert failed and failed[0].job is not None and failed[0].job.state is JobState.CANCELLED
 
 
+async def test_a_batch_job_is_settled_when_its_webhook_arrives_not_at_its_next_look_up(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    with Sandbox(fast_config(strict=True, webhook_transport=recorder)) as sandbox:
+        hourly = {"initial_interval": 3600.0, "max_interval": 3600.0, "jitter": 0.0, "call_timeout": 10}
+        async with client_for(sandbox, tmp_path / "jobs.sqlite", tmp_path, polling=hourly) as client:
+            request = LipsyncRequest(
+                video=media.video,
+                audio=media.audio,
+                model="lipsync-2-pro",
+                webhook_url="https://hooks.example/lipsync/fal-v2-pro",
+            )
+            outcomes = []
+
+            async def run() -> None:
+                async for outcome in client.run_many([("only", request)]):
+                    outcomes.append(outcome)
+
+            async def hook() -> None:
+                async def delivered() -> bool:
+                    return bool(recorder.deliveries)
+
+                await eventually(delivered)
+                await deliver(client, recorder.deliveries[0], "fal-v2-pro")
+
+            with anyio.fail_after(60):  # a guard against a hang: the job's next look-up is an hour away
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run)
+                    tg.start_soon(hook)
+    # The rule: the submit's answer is the first look-up and the next is an hour away, so only the webhook's
+    # wake-up can have settled the job; the webhook carried the output, so nothing was looked up or fetched.
+    assert [o.ok for o in outcomes] == [True]
+    looked = [r for r in sandbox.requests if r.api == "fal" and r.operation in ("status", "result")]
+    assert looked == [] and len(sandbox.submits()) == 1
+
+
 # ------------------------------------------------------------------------------------------ the submit window
 
 

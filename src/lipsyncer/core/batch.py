@@ -20,7 +20,9 @@ from .errors import LipsyncError
 from .manifest import ManifestError, ManifestRow, RowProblem
 from .media import check_local_media
 from .router import RoutePlan
+from .schedule import Schedule
 from .schema import Cost, Job, JobState, LipsyncRequest, LipsyncResult, MediaKind
+from .waiting import finished
 
 if TYPE_CHECKING:
     from .client import AsyncLipsyncer
@@ -97,8 +99,15 @@ async def run_batch(
         checked[id(request)] = (request, done)  # the request is kept, so its id is not reused
         return done
 
-    async def one(item: BatchItem) -> None:
-        """Run one item; the feeder took its places in ``limiter`` and ``submitting`` for it."""
+    async def ended(outcome: Outcome) -> None:
+        if limiter is not None:
+            limiter.release()
+        await send.send(outcome)
+
+    async def one(item: BatchItem, schedule: Schedule) -> None:
+        """Submit one item (the feeder took its places in ``limiter`` and ``submitting`` for it) and hand it
+        to the schedule, which polls it without a task of its own until it finishes."""
+        waiting = client._waiting
         try:
             try:
                 job = await client._submit(
@@ -106,28 +115,46 @@ async def run_batch(
                 )
             finally:
                 submitting.release()
-            # A batch's on_status counts states: its look-ups leave out progress detail (fal's logs).
-            resuming = client._resume_one(job, on_status, current=True, progress=False)
-            del job  # not kept here while it is polled (see Waiting.wait)
-            outcome = Outcome(key=item.key, result=await resuming)
+            job = await client._settle_send(job, current=True)
+            job, result = waiting.before_polling(job, current=True)
+            if result is None:
+                if not finished(job):
+                    # A batch's on_status counts states: its look-ups leave out progress detail (fal's logs).
+                    schedule.add(item.key, *waiting.polling(job, on_status, progress=False))
+                    return
+                result = await waiting.after_polling(job)
+            outcome = Outcome(key=item.key, result=result)
         except LipsyncError as exc:
             outcome = Outcome(key=item.key, error=exc)
-        finally:
-            if limiter is not None:
-                limiter.release()
-        await send.send(outcome)
+        await ended(outcome)
 
-    async def feed(tg: anyio.abc.TaskGroup) -> None:
+    async def settled(key: str, job: Job) -> None:
+        try:
+            outcome = Outcome(key=key, result=await client._waiting.after_polling(job))
+        except LipsyncError as exc:
+            outcome = Outcome(key=key, error=exc)
+        await ended(outcome)
+
+    async def failed(key: str, error: LipsyncError) -> None:
+        await ended(Outcome(key=key, error=error))
+
+    async def feed(tg: anyio.abc.TaskGroup, schedule: Schedule) -> None:
         for item in batch:
             if limiter is not None:
                 await limiter.acquire()
             await submitting.acquire()
-            tg.start_soon(one, item)
+            tg.start_soon(one, item, schedule)
 
     async with client.lifecycle.renewing(), anyio.create_task_group() as tg, receive, send:
-        tg.start_soon(feed, tg)
-        for _ in batch:
-            yield await receive.receive()
+        schedule = Schedule(client._waiting, tg, settled, failed)
+        try:
+            tg.start_soon(schedule.run)
+            tg.start_soon(feed, tg, schedule)
+            for _ in batch:
+                yield await receive.receive()
+            tg.cancel_scope.cancel()  # every item ended: only the schedule's dispatcher is left
+        finally:
+            schedule.close()
 
 
 # ---------------------------------------------------------------------------------------- manifests

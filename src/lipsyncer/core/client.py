@@ -388,6 +388,14 @@ class AsyncLipsyncer:
     ) -> LipsyncResult:
         """Settle and wait for one job; ``current``: ``job`` is the row as just stored (not read again);
         ``progress`` as for :meth:`Waiting.wait`."""
+        job = await self._settle_send(job, current=current)
+        waiting = self._waiting.wait(job, on_status=on_status, current=True, progress=progress)
+        del job  # not kept here while it is polled (see Waiting.wait)
+        return await waiting
+
+    async def _settle_send(self, job: Job, *, current: bool = False) -> Job:
+        """A job whose send did not settle (prepared, or its sender stopped mid-send) sent now if it never
+        left, else marked unknown; an unknown one re-sent where that is safe (same idempotency key)."""
         if not current:
             job = self.lifecycle.fresh(job)
         if job.state is JobState.SUBMITTING:
@@ -403,9 +411,7 @@ class AsyncLipsyncer:
                 )
         if job.state is JobState.UNKNOWN and job.remote_id is None:
             job = await self._submitter.resend(job)
-        waiting = self._waiting.wait(job, on_status=on_status, current=True, progress=progress)
-        del job  # not kept here while it is polled (see Waiting.wait)
-        return await waiting
+        return job
 
     # ------------------------------------------------------------------ webhooks and downloads
 

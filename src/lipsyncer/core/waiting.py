@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from .registry import Registry
 from .schema import Cost, Job, JobState, JobStatus, LipsyncResult, ServedBy, Timings, utcnow
 from .submit import unknown_error
 
-__all__ = ["StatusCallback", "Waiting"]
+__all__ = ["Polling", "StatusCallback", "Waiting", "finished"]
 
 log = logging.getLogger("lipsyncer.waiting")
 StatusCallback = Callable[[Job, JobStatus], Awaitable[None] | None]
@@ -45,6 +46,27 @@ _TRANSIENT_ERRORS = 8
 """Consecutive failed look-ups (or result fetches) tolerated before giving up (the job stays resumable)."""
 _OTHERS_POLL = 0.5
 """Seconds between store reads while another owner completes a job this client also waits on."""
+
+
+@dataclass(slots=True)
+class Polling:
+    """What polling one job keeps between look-ups (its row is read again each round)."""
+
+    job_id: str
+    provider: str
+    look_up: Callable[[Job], Awaitable[JobStatus]]
+    policy: PollingPolicy
+    on_status: StatusCallback | None
+    interval: float
+    failures: int = 0
+    started_running: float | None = None
+
+    def delay(self) -> float:
+        """Seconds to the next look-up: the interval, jittered."""
+        return self.interval * (1 + random.uniform(-self.policy.jitter, self.policy.jitter))
+
+    def grow(self) -> None:
+        self.interval = min(self.interval * self.policy.multiplier, self.policy.max_interval)
 
 
 class Waiting:
@@ -56,6 +78,7 @@ class Waiting:
         self._wakeups: dict[str, anyio.Event] = {}
         self._waiters: dict[str, int] = {}
         self._delivered: dict[str, ProviderOutput] = {}
+        self._wake_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ what a job needs
 
@@ -122,82 +145,123 @@ class Waiting:
         batch's callback counts states, so it passes False); unwatched ones are brief (see
         :meth:`Provider.brief_status`).
         """
+        job, done = self.before_polling(job, current=current)
+        if done is not None:
+            return done
+        if not _provider_finished(job):
+            polling = self._poll(job, on_status, progress=progress)
+            # The poller holds the job's newest row: thousands in flight need not each keep an old one here.
+            del job
+            job = await polling
+        return await self.after_polling(job)
+
+    def before_polling(self, job: Job, *, current: bool = False) -> tuple[Job, LipsyncResult | None]:
+        """The row to poll, or the result of a job already completed; raises for a failed, cancelled or
+        unresolved one."""
         if not current:
             job = self.lifecycle.fresh(job)
         if job.state is JobState.COMPLETED and job.result is not None and not self.unsaved(job):
-            return job.result
+            return job, job.result
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)
         if job.remote_id is None:
             raise _unknown(job)
-        provider, _ = self.route_of(job)
-        if not _provider_finished(job):
-            polling = self._poll(job, provider, on_status, progress=progress and on_status is not None)
-            # The poller holds the job's newest row: thousands in flight need not each keep an old one here.
-            del job
-            job = await polling
+        self.route_of(job)  # a job that cannot be looked up here is refused before anything waits
+        return job, None
+
+    async def after_polling(self, job: Job) -> LipsyncResult:
+        """Settle a job its look-ups found finished: its result (fetched, stored and saved once), or its
+        failure."""
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise _failure(job)
         return await self.finish(job, current=True)  # the row the last look-up stored
 
-    async def _poll(
-        self, job: Job, provider: Provider, on_status: StatusCallback | None, *, progress: bool
-    ) -> Job:
+    def polling(self, job: Job, on_status: StatusCallback | None, *, progress: bool) -> tuple[Polling, float]:
+        """What polling ``job`` keeps between look-ups, and the seconds until its first look-up: a look-up a
+        moment ago (the submit's own answer) is this round's, so the first waits a round."""
+        provider, _ = self.route_of(job)
         policy = self.policy(job)
-        look_up = provider.status if progress else provider.brief_status
-        job_id = job.id
-        wake = self._wakeups.setdefault(job_id, anyio.Event())
-        self._waiters[job_id] = self._waiters.get(job_id, 0) + 1
-        interval = policy.initial_interval
-        failures = 0
-        started_running: float | None = None
-        # A look-up a moment ago (the submit's own answer) is this round's: the first look-up waits a round.
-        due = _age(job.last_status) >= interval
+        watched = progress and on_status is not None
+        state = Polling(
+            job_id=job.id,
+            provider=job.provider,
+            look_up=provider.status if watched else provider.brief_status,
+            policy=policy,
+            on_status=on_status,
+            interval=policy.initial_interval,
+        )
+        return state, (0.0 if _age(job.last_status) >= state.interval else state.delay())
+
+    def watching(self, job_id: str, delta: int) -> None:
+        """Count this process's waiters on a job: a webhook for a job nobody here waits on is completed by
+        the handler itself."""
+        count = self._waiters.get(job_id, 0) + delta
+        if count:
+            self._waiters[job_id] = count
+        else:
+            self._waiters.pop(job_id, None)
+            self._wakeups.pop(job_id, None)
+
+    async def _poll(self, job: Job, on_status: StatusCallback | None, *, progress: bool) -> Job:
+        state, first = self.polling(job, on_status, progress=progress)
+        job_id = state.job_id
+        # Only a job given a webhook can be woken by one; the others sleep (an event and a cancel scope per
+        # job are a fifth of what a job in flight holds). Any change is seen by the next round's read.
+        wakeable = job.webhook_url is not None or bool(self.registry.settings.webhook_url)
+        wake = self._wakeups.setdefault(job_id, anyio.Event()) if wakeable else None
+        self.watching(job_id, +1)
         try:
+            due = first == 0.0
             while True:
-                status: JobStatus | None = None  # the last round's, not held through the wait
                 if not due:
-                    delay = interval * (1 + random.uniform(-policy.jitter, policy.jitter))
                     # While it waits, a job is its id: the row (~10 KB as objects) is read again after the
                     # wait, so thousands of jobs in flight do not each hold one. The read also sees what a
                     # webhook, or another process, stored meanwhile.
                     del job
-                    with anyio.move_on_after(delay):
-                        await wake.wait()
-                    if wake.is_set():
-                        wake = self._wakeups[job_id] = anyio.Event()
+                    if wake is None:
+                        await anyio.sleep(state.delay())
+                    else:
+                        with anyio.move_on_after(state.delay()):
+                            await wake.wait()
+                        if wake.is_set():
+                            wake = self._wakeups[job_id] = anyio.Event()
                     job = self.lifecycle.fresh(job_id)
-                    if job.state.finished or _provider_finished(job):
+                    if finished(job):
                         return job
-                    interval = min(interval * policy.multiplier, policy.max_interval)
+                    state.grow()
                 due = False
-                try:
-                    async with self.registry.requests(job.provider):
-                        with anyio.fail_after(policy.call_timeout), self.registry.redactor.scrubbing():
-                            status = await look_up(job)
-                    failures = 0
-                except (ProviderError, TimeoutError) as exc:
-                    failures += 1
-                    if not _transient(exc) or failures >= _TRANSIENT_ERRORS:
-                        raise
-                    log.info("status look-up for %s failed (%s); retrying", job.id, exc)
-                if status is not None:
-                    before = job.version
-                    job = self.lifecycle.observe(job, status)
-                    if job.version != before and _recorded(job, status) and on_status is not None:
-                        maybe = on_status(job, status)
-                        if maybe is not None:
-                            await maybe
-                    if status.state is JobState.RUNNING and started_running is None:
-                        started_running = time.monotonic()
-                if job.state.finished or _provider_finished(job):
+                job = await self.look_up(state, job)
+                if finished(job):
                     return job
-                _check_deadlines(job, policy, status, started_running)
         finally:
-            self._waiters[job_id] -= 1
-            if not self._waiters[job_id]:
-                del self._waiters[job_id]
-                self._wakeups.pop(job_id, None)
+            self.watching(job_id, -1)
+
+    async def look_up(self, state: Polling, job: Job) -> Job:
+        """One round of polling: look the job up and store what changed. A transient failure is counted (the
+        next round tries again); too many in a row, any other failure, or a passed deadline raise."""
+        status: JobStatus | None = None
+        try:
+            async with self.registry.requests(state.provider):
+                with anyio.fail_after(state.policy.call_timeout), self.registry.redactor.scrubbing():
+                    status = await state.look_up(job)
+            state.failures = 0
+        except (ProviderError, TimeoutError) as exc:
+            state.failures += 1
+            if not _transient(exc) or state.failures >= _TRANSIENT_ERRORS:
+                raise
+            log.info("status look-up for %s failed (%s); retrying", job.id, exc)
+        if status is not None:
+            before = job.version
+            job = self.lifecycle.observe(job, status)
+            if job.version != before and _recorded(job, status) and state.on_status is not None:
+                maybe = state.on_status(job, status)
+                if maybe is not None:
+                    await maybe
+            if status.state is JobState.RUNNING and state.started_running is None:
+                state.started_running = time.monotonic()
+        if not finished(job):
+            _check_deadlines(job, state.policy, status, state.started_running)
+        return job
 
     # ------------------------------------------------------------------ completion
 
@@ -313,13 +377,26 @@ class Waiting:
             self._delivered[job.id] = output
         self._wake(job.id)
 
+    def on_wake(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(job_id)`` whenever a job is woken (a webhook, a result stored here); returns what
+        stops it."""
+        self._wake_listeners.append(listener)
+        return lambda: self._wake_listeners.remove(listener)
+
     def _wake(self, job_id: str) -> None:
         event = self._wakeups.get(job_id)
         if event is not None:
             event.set()
+        for listener in self._wake_listeners:
+            listener(job_id)
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
+
+def finished(job: Job) -> bool:
+    """Polling is over: the job is settled, or the provider said completed (the result is not stored yet)."""
+    return job.state.finished or _provider_finished(job)
 
 
 def _provider_finished(job: Job) -> bool:

@@ -65,9 +65,11 @@ def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL on a free loopback port for the whole session (started on first use)."""
-    with postgres_server() as server:
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a free loopback port for the whole session (started on first use). The xdist
+    workers of one run each start their own, on copies of one cluster (their basetemps share a parent)."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    with postgres_server(template=shared) as server:
         yield server
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -84,6 +85,12 @@ def redis() -> Iterator[RedisServer]:
     """A private redis-server on a free loopback port for the whole session (started on first use)."""
     with redis_server() as server:
         yield server
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (modules, their imports, classes, test items) lives until the session ends:
+    freeze it out of the garbage collector, so no collection during the run walks it again."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

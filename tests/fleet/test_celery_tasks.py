@@ -3,6 +3,7 @@ a private redis-server as broker and result backend, a private PostgreSQL job st
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -91,6 +92,11 @@ def test_an_enqueued_job_is_submitted_polled_completed_and_saved_by_a_worker(
     assert len(served.sandbox.submits()) == 1
     # The same key again: the stored job, nothing new sent.
     assert enqueue(request_for(media), idempotency_key="order-1", save_to=out, app=fleet_app) == job_id
+    # Look-ups ran, and none left a Celery result behind (the job's row has their outcome).
+    assert served.sandbox.find_requests(api="fal", operation="status")
+    redis = fleet_app.backend.client
+    names = {json.loads(redis.get(key))["name"] for key in redis.scan_iter("celery-task-meta-*")}
+    assert names == {"lipsyncer.submit", "lipsyncer.complete"}
 
 
 def test_tasks_delivered_twice_send_once_and_complete_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -65,9 +66,11 @@ def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL on a free loopback port for the whole session (started on first use)."""
-    with postgres_server() as server:
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a free loopback port for the whole session (started on first use). The xdist
+    workers of one run each start their own, on copies of one cluster (their basetemps share a parent)."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    with postgres_server(template=shared) as server:
         yield server
 
 
@@ -82,6 +85,12 @@ def redis() -> Iterator[RedisServer]:
     """A private redis-server on a free loopback port for the whole session (started on first use)."""
     with redis_server() as server:
         yield server
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (modules, their imports, classes, test items) lives until the session ends:
+    freeze it out of the garbage collector, so no collection during the run walks it again."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,9 @@ started once per test session (see the root conftest) and stopped after it; a te
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
 import itertools
 import os
 import pwd
@@ -103,7 +105,10 @@ def _unprivileged() -> tuple[int, int] | None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(template: Path | None = None) -> Iterator[PostgresServer]:
+    """A server on a new cluster. With ``template`` (a directory that several processes share, such as the
+    xdist workers of one run), the cluster is a copy of one made there once: initdb is most of a server's
+    start-up CPU (~1 s), a copy a few milliseconds."""
     initdb, postgres = find_binary("initdb"), find_binary("postgres")
     if initdb is None or postgres is None:
         pytest.fail("PostgreSQL is not installed: run scripts/check.sh once (or see the README)")
@@ -118,12 +123,11 @@ def postgres_server() -> Iterator[PostgresServer]:
             os.setuid(ids[0])
 
     data, log = work / "data", work / "server.log"
-    subprocess.run(
-        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        preexec_fn=drop_privileges,
-    )
+    if template is None:
+        _initdb(initdb, data, drop_privileges)
+    else:
+        cluster = _template_cluster(initdb, template, ids, drop_privileges)
+        subprocess.run(["cp", "-a", str(cluster), str(data)], check=True)  # -a: owner and modes too
     port = free_port()
     settings = {
         "listen_addresses": "127.0.0.1",
@@ -144,6 +148,39 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         _stop(process, signal.SIGINT)  # fast shutdown
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _initdb(initdb: str, data: Path, as_user: Callable[[], None]) -> None:
+    subprocess.run(
+        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+        preexec_fn=as_user,
+    )
+
+
+def _template_cluster(
+    initdb: str, root: Path, ids: tuple[int, int] | None, as_user: Callable[[], None]
+) -> Path:
+    """The cluster under ``root`` for this initdb, made by whichever process asks first (the others wait on
+    the lock); made aside and moved in, so a process killed half-way leaves no half-made template. (initdb
+    runs in a directory of its own: as root, the server's user may not be able to enter ``root``.)"""
+    version = hashlib.sha256(initdb.encode()).hexdigest()[:12]  # another PostgreSQL: another template
+    home = root / f"postgres-template-{version}"
+    home.mkdir(parents=True, exist_ok=True)
+    cluster = home / "data"
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cluster.exists():
+            aside = Path(tempfile.mkdtemp(prefix="lipsyncer-pg-initdb-"))
+            try:
+                if ids is not None:
+                    os.chown(aside, *ids)
+                _initdb(initdb, aside / "data", as_user)
+                shutil.move(aside / "data", cluster)
+            finally:
+                shutil.rmtree(aside, ignore_errors=True)
+    return cluster
 
 
 def _pg_ready(port: int) -> bool:

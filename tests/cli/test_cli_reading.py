@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,7 @@ from lipsyncer.cli.errors import EXIT_INPUT, EXIT_PROVIDER
 from lipsyncer.cli.housekeeping import CSV_COLUMNS, prunable
 from lipsyncer.cli.progress import changes, status_text
 from lipsyncer.cli.render import cost_text, money, rate
-from lipsyncer.contrib.sandbox import LoopbackServer, Sandbox, SandboxConfig, serve_in_thread
+from lipsyncer.contrib.sandbox import LoopbackServer, ManualClock, Sandbox, SandboxConfig, serve_in_thread
 from lipsyncer.core.jobs import SQLiteJobStore
 from lipsyncer.core.plugins import PluginHost
 from lipsyncer.core.schema import Cost, Job, JobState, JobStatus, utcnow
@@ -172,16 +173,36 @@ def test_history_has_one_row_per_change() -> None:
 
 
 def test_fal_jobs_show_their_percent_and_queue_position(cli: Invoke, media: Media, clean_env: Path) -> None:
+    # The sandbox's time moves only after a look-up: the bar sees the job queued, then running, however slow
+    # the machine is to answer (on the wall clock a loaded machine could miss the queue).
+    clock = ManualClock()
+    moved = threading.Event()
     with (
-        Sandbox(SandboxConfig(processing_seconds=2.0, queue_seconds=0.3)) as sandbox,
+        Sandbox(SandboxConfig(processing_seconds=2.0, queue_seconds=0.3, clock=clock)) as sandbox,
         serve_in_thread(sandbox) as server,
     ):
+
+        def move_after_each_look_up() -> None:
+            seen = 0
+            while not moved.is_set():
+                looks = len(sandbox.find_requests(api="fal", operation="status"))
+                if looks > seen:
+                    seen = looks
+                    clock.advance(0.4)
+                moved.wait(0.01)
+
+        mover = threading.Thread(target=move_after_each_look_up, daemon=True)
+        mover.start()
         config = write_config(clean_env / "slow.toml", server.base_url)
         store = clean_env / "jobs.sqlite"
-        outcome = cli(
-            ["run", media.video, media.audio, "--config", config, "--store", store, "-o", "out.mp4"],
-            env=SANDBOX_KEYS,
-        )
+        try:
+            outcome = cli(
+                ["run", media.video, media.audio, "--config", config, "--store", store, "-o", "out.mp4"],
+                env=SANDBOX_KEYS,
+            )
+        finally:
+            moved.set()
+            mover.join(timeout=10)
     assert outcome.code == 0, outcome.stderr
     assert re.search(r": queued, position \d+$", outcome.stdout, re.M), outcome.stdout
     # fal logs "Processing: N%" every tenth of the processing time: the bar shows those numbers.

@@ -49,6 +49,22 @@ def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
     assert not modules & commands
 
 
+@pytest.mark.parametrize("argv", [["run", "--help"], ["run", "only-a-video.mp4"]])
+def test_a_commands_help_or_usage_error_loads_no_client_nor_job_store(argv: list[str]) -> None:
+    """Parsing a command line, and refusing a bad one, needs the command but not the client it would build
+    (nor its job store's SQLAlchemy): that is loaded when the command runs."""
+    code = (
+        "import sys\n"
+        "from lipsyncer.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stdout.flush()"
+    )
+    modules = loaded_after(code)
+    assert "lipsyncer.cli.run" in modules
+    client_side = {m for m in modules if m.split(".")[0] == "sqlalchemy" or m == "lipsyncer.core.client"}
+    assert client_side == set(), sorted(client_side)
+
+
 def test_every_public_name_resolves_lazily() -> None:
     code = (
         "import lipsyncer\n"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..core.client import AsyncLipsyncer
 from ..core.schema import ActiveSpeaker, LipsyncRequest, SyncMode
 from .errors import CliInputError
+
+if TYPE_CHECKING:
+    from ..core.client import AsyncLipsyncer
 
 __all__ = [
     "DEFAULT_MODEL",

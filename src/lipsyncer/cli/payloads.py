@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.client import AsyncLipsyncer
-from ..core.router import RoutePlan
 from ..core.schema import Job, JobStatus, LipsyncResult
 from .errors import Failure
+
+if TYPE_CHECKING:
+    from ..core.client import AsyncLipsyncer
+    from ..core.router import RoutePlan
 
 __all__ = [
     "ProviderRow",

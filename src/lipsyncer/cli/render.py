@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -21,11 +21,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..core.router import RoutePlan
 from ..core.schema import Cost, Job, JobState, JobStatus, LipsyncResult
 from .errors import Failure
 from .payloads import ProviderRow
 from .progress import changes, clock, status_text
+
+if TYPE_CHECKING:
+    from ..core.router import RoutePlan
 
 __all__ = [
     "Ui",

@@ -7,12 +7,11 @@ output path before anything waits), follows the job live and saves the video.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
 
-from ..core.client import AsyncLipsyncer
 from ..core.schema import LipsyncRequest, MediaKind, SyncMode
 from .errors import CliInputError
 from .helptext import PlainCommand
@@ -38,6 +37,9 @@ from .payloads import plan_payload, result_payload
 from .progress import StatusProgress
 from .render import Ui, estimate_table, excluded_lines, money, plan_text, rate, result_lines
 from .session import ClientOptions, open_session
+
+if TYPE_CHECKING:  # the client (and its job store's SQLAlchemy) loads when a command runs, not to parse it
+    from ..core.client import AsyncLipsyncer
 
 __all__ = ["default_output", "output_path", "register", "run_request"]
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ..core.client import AsyncLipsyncer
-from ..core.config import Settings, load_settings
 from ..core.errors import AuthenticationError
-from ..core.jobs import JobStore, MemoryJobStore
 
 if TYPE_CHECKING:
     from ..contrib.sandbox import Sandbox
+    from ..core.client import AsyncLipsyncer
+    from ..core.config import Settings
+    from ..core.jobs import JobStore
 
 __all__ = [
     "SANDBOX_POLLING",
@@ -134,6 +134,12 @@ class open_session:
             await self._stack.aclose()
 
     async def _open(self) -> Session:
+        # Imported here: parsing a command line (and refusing a bad one) needs neither the client nor its job
+        # store's SQLAlchemy (~1 s of CPU at start-up).
+        from ..core.client import AsyncLipsyncer
+        from ..core.config import Settings, load_settings
+        from ..core.jobs import MemoryJobStore
+
         opts = self._options
         environ = dict(os.environ)
         wanted = opts.read_config or opts.config is not None

@@ -89,7 +89,9 @@ def register(app: Any, fleet: Fleet) -> None:
             fleet.send_complete(job_id)
         return _summary(job)  # SUBMITTING: another worker is sending it right now and goes on from there
 
-    @app.task(name=POLL, **options)  # type: ignore[untyped-decorator]
+    # A look-up's outcome is the job's row: storing each one's Celery result too would write a key per look-up
+    # (tens per job, kept for result_expires) that nothing reads.
+    @app.task(name=POLL, ignore_result=True, **options)  # type: ignore[untyped-decorator]
     def poll(
         self: Any, job_id: str, step: int = 0, failures: int = 0, chain: str | None = None
     ) -> dict[str, Any]:

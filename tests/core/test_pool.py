@@ -7,6 +7,7 @@ connections over real sockets.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -255,3 +256,23 @@ async def test_hundreds_of_requests_share_few_connections() -> None:
         assert server.connections <= limit
         assert server.most_in_flight <= limit
         assert server.overlapping_on_one_connection == 0
+
+
+async def test_the_tls_context_is_made_for_the_first_https_connection_only() -> None:
+    made: list[ssl.SSLContext] = []
+
+    def tls() -> ssl.SSLContext:
+        made.append(ssl.create_default_context())
+        return made[-1]
+
+    async with loopback() as server:
+        transport = PooledTransport(verify=tls)
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(server.url)).text == "ok"
+        assert made == []  # plain HTTP only: the CA certificates were never loaded
+    pool = SingleHandPool(tls=tls)
+    first = pool.create_connection(httpcore.Origin(b"https", b"example.invalid", 443))
+    second = pool.create_connection(httpcore.Origin(b"https", b"example.invalid", 443))
+    assert len(made) == 1  # made once, shared by every https connection of the pool
+    await first.aclose()
+    await second.aclose()

@@ -54,9 +54,11 @@ class SingleHandPool(httpcore.AsyncConnectionPool):
         fresh_for: float = 1.0,
         sweep_every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        tls: Callable[[], ssl.SSLContext] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._tls = tls
         self._fresh_for = fresh_for
         self._sweep_every = sweep_every
         self._clock = clock
@@ -114,6 +116,13 @@ class SingleHandPool(httpcore.AsyncConnectionPool):
             pool_request.assign_to_connection(match)
         return closing
 
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        # The TLS context is made for the first https connection: a pool that only ever speaks plain HTTP
+        # (to a sandbox, a local gateway) never loads the CA certificates (~40 ms of CPU).
+        if self._ssl_context is None and self._tls is not None and origin.scheme == b"https":
+            self._ssl_context = self._tls()
+        return super().create_connection(origin)
+
     def _reusable(
         self,
         free: list[httpcore.AsyncConnectionInterface],
@@ -139,16 +148,27 @@ class SingleHandPool(httpcore.AsyncConnectionPool):
 class PooledTransport(httpx.AsyncHTTPTransport):
     """``httpx.AsyncHTTPTransport`` (HTTP/1.1, no proxy) on a :class:`SingleHandPool`.
 
-    ``verify`` takes an ``ssl.SSLContext`` to share one between pools: building one loads the CA certificates,
-    ~40 ms of CPU each time.
+    ``verify`` as in httpx, or a function returning the ``ssl.SSLContext`` to use, called for the first https
+    connection: building a context loads the CA certificates (~40 ms of CPU), so pools share one, and a pool
+    that never speaks https never builds it.
     """
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool | Callable[[], ssl.SSLContext] = True,
+        limits: httpx.Limits | None = None,
+    ) -> None:
         limits = limits or httpx.Limits()
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
-        super().__init__(verify=context, limits=limits)
+        if callable(verify):
+            tls = verify
+        elif isinstance(verify, ssl.SSLContext):
+            tls = lambda: verify  # noqa: E731
+        else:
+            tls = lambda: httpx.create_ssl_context(verify=verify)  # noqa: E731
+        super().__init__(verify=False, limits=limits)  # httpx's own pool, replaced below, never connects
         self._pool = SingleHandPool(
-            ssl_context=context,
+            tls=tls,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

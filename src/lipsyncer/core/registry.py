@@ -163,6 +163,12 @@ class Registry:
             return base
         return CUSTOM_TRANSPORT if self.transport is not None else None
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """One TLS context for every pool of this client, made when the first https connection opens."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
+
     def transport_for(
         self, hosts: tuple[str, ...], base_url: str | None, *, connections: int = 20
     ) -> httpx.AsyncBaseTransport | None:
@@ -177,9 +183,7 @@ class Registry:
         if self.transport is not None:
             inner: httpx.AsyncBaseTransport = BorrowedTransport(self.transport)
         else:
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context()
-            inner = PooledTransport(verify=self._tls, limits=pool_limits(connections))
+            inner = PooledTransport(verify=self._tls_context, limits=pool_limits(connections))
         return RebaseTransport(base_url, hosts=hosts, transport=inner)
 
     # ------------------------------------------------------------------ instances

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 
 from .errors import InvalidRequestError
-from .pool import PooledTransport
 
 __all__ = ["BorrowedTransport", "RebaseTransport", "json_body", "pool_limits", "redact_headers"]
 
@@ -66,8 +65,8 @@ class RebaseTransport(httpx.AsyncBaseTransport):
         self._prefix = base.path.rstrip("/")
         self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
         self._given = transport
-        self._plain: PooledTransport | None = None  # for http:// only: TLS is never used
-        self._tls: PooledTransport | None = None
+        self._plain: httpx.AsyncHTTPTransport | None = None  # for http:// only: TLS is never used
+        self._tls: httpx.AsyncHTTPTransport | None = None
 
     def _applies(self, url: httpx.URL) -> bool:
         if self._hosts is None:
@@ -89,6 +88,8 @@ class RebaseTransport(httpx.AsyncBaseTransport):
     def _inner(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         if self._given is not None:
             return self._given
+        from .pool import PooledTransport  # httpcore, when a request is first sent (as httpx imports it)
+
         if url.scheme == "http":
             self._plain = self._plain or PooledTransport(verify=False)
             return self._plain

@@ -22,7 +22,6 @@ from .errors import ClientClosedError, ConfigError
 from .http import BorrowedTransport, RebaseTransport, pool_limits
 from .limits import LimitBackend, Limits
 from .plugins import PluginHost
-from .pool import PooledTransport
 from .provider import Provider, ProviderContext, Storage, StorageContext, check_provider_options
 from .redact import Redactor
 from .router import Router
@@ -183,6 +182,8 @@ class Registry:
         if self.transport is not None:
             inner: httpx.AsyncBaseTransport = BorrowedTransport(self.transport)
         else:
+            from .pool import PooledTransport  # httpcore: imported when a client is built, not with lipsyncer
+
             inner = PooledTransport(verify=self._tls_context, limits=pool_limits(connections))
         return RebaseTransport(base_url, hosts=hosts, transport=inner)
 

@@ -236,6 +236,42 @@ async def test_a_batch_job_is_settled_when_its_webhook_arrives_not_at_its_next_l
     assert looked == [] and len(sandbox.submits()) == 1
 
 
+async def test_an_abandoned_batch_leaves_its_jobs_to_their_webhooks(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    with Sandbox(fast_config(strict=True, webhook_transport=recorder)) as sandbox:
+        store = tmp_path / "jobs.sqlite"
+        hourly = {"initial_interval": 3600.0, "max_interval": 3600.0, "jitter": 0.0, "call_timeout": 10}
+        async with client_for(sandbox, store, tmp_path, polling=hourly) as client:
+            request = LipsyncRequest(
+                video=media.video,
+                audio=media.audio,
+                model="lipsync-2-pro",
+                webhook_url="https://hooks.example/lipsync/fal-v2-pro",
+            )
+
+            async def run() -> None:
+                async for _ in client.run_many([("a", request), ("b", request)]):
+                    pass
+
+            async def both_delivered() -> bool:
+                return len(recorder.deliveries) == 2
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                await eventually(
+                    both_delivered
+                )  # both submitted, finished and reported; next look-up in an hour
+                tg.cancel_scope.cancel()  # the caller stops iterating: the batch is abandoned
+            for delivery in list(recorder.deliveries):
+                assert (await deliver(client, delivery, "fal-v2-pro")).status_code == 200
+        rows = SQLiteJobStore(store).list_jobs()
+    # The rule: a webhook for a job nobody in this process waits on is completed by its handler; the abandoned
+    # batch must not still count its jobs as waited on, or their results would never be stored.
+    assert sorted(r.state for r in rows) == [JobState.COMPLETED, JobState.COMPLETED]
+
+
 # ------------------------------------------------------------------------------------------ the submit window
 
 

@@ -48,8 +48,15 @@ class Schedule:
         self._woken: set[str] = set()  # woken during their round: the next round is due at once
         self._changed = anyio.Event()
         self._rounds = anyio.Semaphore(_ROUNDS)
-        self.close = waiting.on_wake(self._wake)
-        """Stop listening for wake-ups (when the batch ends)."""
+        self._unlisten = waiting.on_wake(self._wake)
+
+    def close(self) -> None:
+        """The batch ended (or was abandoned): stop listening for wake-ups, and stop counting the jobs still
+        scheduled as waited on here, so a webhook for one of them completes it in its handler."""
+        self._unlisten()
+        for job_id in list(self._keys):
+            self._keys.pop(job_id)
+            self._waiting.watching(job_id, -1)
 
     def add(self, key: str, state: Polling, delay: float) -> None:
         """Schedule a job's first look-up ``delay`` seconds from now (0: at once)."""
@@ -120,5 +127,5 @@ class Schedule:
     def _done(self, state: Polling) -> None:
         self._running.discard(state.job_id)
         self._woken.discard(state.job_id)
-        self._keys.pop(state.job_id, None)
-        self._waiting.watching(state.job_id, -1)
+        if self._keys.pop(state.job_id, None) is not None:  # not already released by close()
+            self._waiting.watching(state.job_id, -1)

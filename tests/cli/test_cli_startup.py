@@ -35,15 +35,20 @@ def test_a_public_name_loads_on_first_use() -> None:
     assert "lipsyncer.core.schema" in modules and "lipsyncer.core.client" not in modules
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
-def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
+def loaded_by_main(argv: list[str]) -> set[str]:
+    """The modules a fresh interpreter has loaded after ``lipsyncer`` ran with ``argv``."""
     code = (
         "import sys\n"
         "from lipsyncer.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "sys.stdout.flush()"
     )
-    modules = loaded_after(code)
+    return loaded_after(code)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
+def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
+    modules = loaded_by_main(argv)
     assert heavy(modules) == set(), sorted(heavy(modules))
     commands = {"lipsyncer.cli.run", "lipsyncer.cli.providers", "lipsyncer.cli.demo"}
     assert not modules & commands
@@ -53,13 +58,7 @@ def test_help_loads_no_command_module_nor_http_stack(argv: list[str]) -> None:
 def test_a_commands_help_or_usage_error_loads_no_client_nor_job_store(argv: list[str]) -> None:
     """Parsing a command line, and refusing a bad one, needs the command but not the client it would build
     (nor its job store's SQLAlchemy): that is loaded when the command runs."""
-    code = (
-        "import sys\n"
-        "from lipsyncer.cli import main\n"
-        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        "sys.stdout.flush()"
-    )
-    modules = loaded_after(code)
+    modules = loaded_by_main(argv)
     assert "lipsyncer.cli.run" in modules
     client_side = {m for m in modules if m.split(".")[0] == "sqlalchemy" or m == "lipsyncer.core.client"}
     assert client_side == set(), sorted(client_side)

@@ -148,7 +148,7 @@ class Waiting:
         job, done = self.before_polling(job, current=current)
         if done is not None:
             return done
-        if not _provider_finished(job):
+        if not finished(job):
             polling = self._poll(job, on_status, progress=progress)
             # The poller holds the job's newest row: thousands in flight need not each keep an old one here.
             del job
@@ -203,7 +203,7 @@ class Waiting:
             self._wakeups.pop(job_id, None)
 
     async def _poll(self, job: Job, on_status: StatusCallback | None, *, progress: bool) -> Job:
-        state, first = self.polling(job, on_status, progress=progress)
+        state, delay = self.polling(job, on_status, progress=progress)
         job_id = state.job_id
         # Only a job given a webhook can be woken by one; the others sleep (an event and a cancel scope per
         # job are a fifth of what a job in flight holds). Any change is seen by the next round's read.
@@ -211,17 +211,16 @@ class Waiting:
         wake = self._wakeups.setdefault(job_id, anyio.Event()) if wakeable else None
         self.watching(job_id, +1)
         try:
-            due = first == 0.0
             while True:
-                if not due:
+                if delay > 0:
                     # While it waits, a job is its id: the row (~10 KB as objects) is read again after the
                     # wait, so thousands of jobs in flight do not each hold one. The read also sees what a
                     # webhook, or another process, stored meanwhile.
                     del job
                     if wake is None:
-                        await anyio.sleep(state.delay())
+                        await anyio.sleep(delay)
                     else:
-                        with anyio.move_on_after(state.delay()):
+                        with anyio.move_on_after(delay):
                             await wake.wait()
                         if wake.is_set():
                             wake = self._wakeups[job_id] = anyio.Event()
@@ -229,10 +228,10 @@ class Waiting:
                     if finished(job):
                         return job
                     state.grow()
-                due = False
                 job = await self.look_up(state, job)
                 if finished(job):
                     return job
+                delay = state.delay()
         finally:
             self.watching(job_id, -1)
 

@@ -40,7 +40,7 @@ class Schedule:
         self._tg = tg
         self._settled = settled
         self._failed = failed
-        self._heap: list[tuple[float, int, str, Polling, bool]] = []  # due, entry, key, state, grow first
+        self._heap: list[tuple[float, int, str, bool]] = []  # due, entry, job id, grow the interval first
         self._entries = itertools.count()
         self._current: dict[str, int] = {}  # job id -> its live entry (a woken job's older one is skipped)
         self._keys: dict[str, tuple[str, Polling]] = {}  # job id -> key and state, while scheduled
@@ -62,12 +62,12 @@ class Schedule:
         """Schedule a job's first look-up ``delay`` seconds from now (0: at once)."""
         self._waiting.watching(state.job_id, +1)
         self._keys[state.job_id] = (key, state)
-        self._push(key, state, delay, grow=delay > 0)
+        self._push(state.job_id, delay, grow=delay > 0)
 
-    def _push(self, key: str, state: Polling, delay: float, *, grow: bool) -> None:
+    def _push(self, job_id: str, delay: float, *, grow: bool) -> None:
         entry = next(self._entries)
-        self._current[state.job_id] = entry
-        heapq.heappush(self._heap, (anyio.current_time() + delay, entry, key, state, grow))
+        self._current[job_id] = entry
+        heapq.heappush(self._heap, (anyio.current_time() + delay, entry, job_id, grow))
         self._changed.set()
 
     def _wake(self, job_id: str) -> None:
@@ -75,21 +75,20 @@ class Schedule:
         if job_id in self._running:
             self._woken.add(job_id)
         elif job_id in self._current:
-            key, state = self._keys[job_id]
-            self._push(key, state, 0.0, grow=True)
+            self._push(job_id, 0.0, grow=True)
 
     async def run(self) -> None:
         """Start each look-up as it comes due, at most ``_ROUNDS`` at once (the rest stay heap entries, not
         tasks); runs until its task group is cancelled."""
         while True:
             if self._heap and self._heap[0][0] <= anyio.current_time():
-                _, entry, key, state, grow = heapq.heappop(self._heap)
-                if self._current.get(state.job_id) != entry:
-                    continue  # woken since: a newer entry stands for it
-                del self._current[state.job_id]
-                self._running.add(state.job_id)
+                _, entry, job_id, grow = heapq.heappop(self._heap)
+                if self._current.get(job_id) != entry or job_id not in self._keys:
+                    continue  # woken since (a newer entry stands for it), or released by close()
+                del self._current[job_id]
+                self._running.add(job_id)
                 await self._rounds.acquire()
-                self._tg.start_soon(self._round, key, state, grow)
+                self._tg.start_soon(self._round, *self._keys[job_id], grow)
                 continue
             self._changed = anyio.Event()
             wait = self._heap[0][0] - anyio.current_time() if self._heap else math.inf
@@ -122,7 +121,7 @@ class Schedule:
         self._running.discard(state.job_id)
         woken = state.job_id in self._woken
         self._woken.discard(state.job_id)
-        self._push(key, state, 0.0 if woken else state.delay(), grow=True)
+        self._push(state.job_id, 0.0 if woken else state.delay(), grow=True)
 
     def _done(self, state: Polling) -> None:
         self._running.discard(state.job_id)

@@ -47,8 +47,8 @@ class RebaseTransport(httpx.AsyncBaseTransport):
 
     The provider keeps speaking in its real host names (URLs it stores and returns stay valid in production);
     only where the bytes go changes. ``hosts=None`` rebases every request. Without ``transport``, its own
-    connection pools are made when first needed: loading the CA certificates costs ~50 ms of CPU, so a
-    plain-HTTP ``base_url`` (a sandbox, a local gateway) gets a pool that never loads them.
+    connection pool is made when first needed, and loads the CA certificates (~50 ms of CPU) only for its
+    first https connection: a plain-HTTP ``base_url`` (a sandbox, a local gateway) never loads them.
     """
 
     def __init__(
@@ -65,8 +65,7 @@ class RebaseTransport(httpx.AsyncBaseTransport):
         self._prefix = base.path.rstrip("/")
         self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
         self._given = transport
-        self._plain: httpx.AsyncHTTPTransport | None = None  # for http:// only: TLS is never used
-        self._tls: httpx.AsyncHTTPTransport | None = None
+        self._own: httpx.AsyncHTTPTransport | None = None
 
     def _applies(self, url: httpx.URL) -> bool:
         if self._hosts is None:
@@ -83,21 +82,19 @@ class RebaseTransport(httpx.AsyncBaseTransport):
                 raw_path=(self._prefix + request.url.raw_path.decode("ascii")).encode("ascii"),
             )
             request.headers["Host"] = original_host
-        return await self._inner(request.url).handle_async_request(request)
+        return await self._inner().handle_async_request(request)
 
-    def _inner(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+    def _inner(self) -> httpx.AsyncBaseTransport:
         if self._given is not None:
             return self._given
-        from .pool import PooledTransport  # httpcore, when a request is first sent (as httpx imports it)
+        if self._own is None:
+            from .pool import PooledTransport  # httpcore, when a request is first sent (as httpx imports it)
 
-        if url.scheme == "http":
-            self._plain = self._plain or PooledTransport(verify=False)
-            return self._plain
-        self._tls = self._tls or PooledTransport()
-        return self._tls
+            self._own = PooledTransport()
+        return self._own
 
     async def aclose(self) -> None:
-        for inner in (self._given, self._plain, self._tls):
+        for inner in (self._given, self._own):
             if inner is not None:
                 await inner.aclose()
 

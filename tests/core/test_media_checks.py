@@ -7,7 +7,9 @@ Each case runs with PyAV (``deep=True``) and, where the rule says the check does
 from __future__ import annotations
 
 import base64
+import io
 import os
+import struct
 import wave
 from pathlib import Path
 
@@ -116,6 +118,75 @@ def test_a_truncated_wav_is_unreadable_without_pyav_too(media: SampleMedia, tmp_
     cut.write_bytes(media.audio.read_bytes()[:20])
     with pytest.raises(InvalidMediaError, match="not a readable"):
         check_local_media(request(media.video, cut), deep=False)
+
+
+def pcm_wav(frames: int, *, rate: int, channels: int, width: int) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(b"\x00" * frames * channels * width)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("frames", "rate", "channels", "width"),
+    [(16000, 16000, 1, 2), (66150, 44100, 2, 2), (12000, 8000, 1, 1), (4800, 48000, 2, 3)],
+)
+def test_a_pcm_wav_lasts_its_frames_over_its_rate_as_ffmpeg_says(
+    tmp_path: Path, frames: int, rate: int, channels: int, width: int
+) -> None:
+    """PCM WAV is timed from its header by the standard library (PyAV costs ~100x as much per probe): the
+    duration is frames / rate, and FFmpeg reads the same file to the same length."""
+    import av
+
+    path = tmp_path / "speech.wav"
+    path.write_bytes(pcm_wav(frames, rate=rate, channels=channels, width=width))
+    info = probe(path)
+    assert info.duration == frames / rate and info.has_audio and not info.has_video
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.duration is not None and stream.time_base is not None
+        assert float(stream.duration * stream.time_base) == pytest.approx(frames / rate, abs=1e-6)
+
+
+def streamed_wav(frames: int, rate: int) -> bytes:
+    """A WAV as a pipe writes it: mono 16-bit, the RIFF and data sizes left at their 0xFFFFFFFF placeholder."""
+    data = bytearray(pcm_wav(frames, rate=rate, channels=1, width=2))
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = struct.pack("<I", 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_a_streamed_wav_is_timed_by_its_samples_not_its_placeholder_size(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    """Believing the header would make a 1 s clip ~37 hours long (0xFFFFFFFF bytes at 32,000 bytes a second):
+    a price and a length limit off by that much. FFmpeg reads the samples; without it the clip is refused."""
+    path = tmp_path / "piped.wav"
+    path.write_bytes(streamed_wav(16000, 16000))
+    assert probe(path).duration == pytest.approx(16000 / 16000, abs=1e-3)
+    check_local_media(request(media.video, path), deep=True)
+    with pytest.raises(InvalidMediaError, match="not a readable") as info:
+        check_local_media(request(media.video, path), deep=False)
+    whole_frames = 0xFFFFFFFF // 2  # the header's byte count in whole 2-byte frames, as `wave` counts them
+    assert f"claims {whole_frames * 2} bytes" in str(info.value) and info.value.field == "audio"
+
+
+def test_a_float_wav_the_standard_library_cannot_read_goes_to_ffmpeg(
+    media: SampleMedia, tmp_path: Path
+) -> None:
+    rate, frames = 16000, 8000  # 0.5 s of 32-bit float mono: format tag 3, which `wave` refuses
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", frames * 4) + b"\x00" * frames * 4
+    path = tmp_path / "float.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert probe(path).duration == pytest.approx(frames / rate, abs=1e-3)
+    check_local_media(request(media.video, path), deep=True)
+    with pytest.raises(InvalidMediaError, match="not a readable"):
+        check_local_media(request(media.video, path), deep=False)
 
 
 def test_data_uris_are_checked_too(media: SampleMedia) -> None:

@@ -68,6 +68,11 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaProbeError(
             f"cannot read the duration of {path.name}: install the 'media' extra (pip install 'lipsyncer[media]')"
         )
+    if _is_wav(path):
+        try:
+            return _probe_wav(path)
+        except MediaProbeError:
+            pass  # a WAV the standard library cannot read (float, extensible, streamed): FFmpeg's turn
     info = _probe_av(str(path), path.name)
     if info.duration <= 0:
         raise MediaProbeError(f"{path.name}: the container states no duration")
@@ -76,6 +81,15 @@ def probe(path: str | Path) -> MediaInfo:
 
 def _have_pyav() -> bool:
     return importlib.util.find_spec("av") is not None
+
+
+def _is_wav(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False  # PyAV says what is wrong with it
+    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
 
 
 def _probe_av(target: str | io.BytesIO, name: str) -> MediaInfo:
@@ -123,13 +137,23 @@ def _container_duration(container: Any, vstream: Any, astream: Any) -> float:
 
 
 def _probe_wav(path: Path | io.BytesIO, name: str | None = None) -> MediaInfo:
+    """A PCM WAV's duration from its header, with the standard library: what FFmpeg would say, at a hundredth
+    of the cost (a batch probes every row's audio). A header that claims more samples than the file holds
+    (a streamed WAV's placeholder size) is refused rather than believed: a wrong duration is a wrong price."""
     name = name or (path.name if isinstance(path, Path) else "the WAV data")
     try:
         with wave.open(str(path) if isinstance(path, Path) else path, "rb") as w:
-            rate = w.getframerate()
-            return MediaInfo(duration=w.getnframes() / rate if rate else 0.0, has_audio=True)
+            rate, frames = w.getframerate(), w.getnframes()
+            claimed = frames * w.getsampwidth() * w.getnchannels()
     except (wave.Error, EOFError) as exc:
         raise MediaProbeError(f"{name} is not a readable WAV file: {exc}") from exc
+    size = path.stat().st_size if isinstance(path, Path) else len(path.getbuffer())
+    if claimed > size:
+        raise MediaProbeError(
+            f"{name} is not a readable WAV file: its header claims {claimed} bytes of samples, "
+            f"the file holds {size}"
+        )
+    return MediaInfo(duration=frames / rate if rate else 0.0, has_audio=True)
 
 
 # ------------------------------------------------------------------------------------ local input checks
@@ -208,16 +232,20 @@ class _Local:
         )
 
     def probe(self, deep: bool) -> MediaInfo | None:
-        """Streams and duration: PyAV when ``deep``; else the standard library for WAV; else None."""
+        """Streams and duration: the standard library for PCM WAV; else PyAV when ``deep``; else None."""
+        if sniff(self.head)[1] == "WAV":
+            try:
+                return _probe_wav(
+                    self.path if self.path is not None else io.BytesIO(self.data or b""), self.shown
+                )
+            except MediaProbeError:
+                if not deep:
+                    raise  # FFmpeg's turn when it is here: it reads float, extensible and streamed WAV
         if deep:
             target: str | io.BytesIO = (
                 str(self.path) if self.path is not None else io.BytesIO(self.data or b"")
             )
             return _probe_av(target, self.shown)
-        if sniff(self.head)[1] == "WAV":
-            return _probe_wav(
-                self.path if self.path is not None else io.BytesIO(self.data or b""), self.shown
-            )
         return None
 
 
@@ -252,8 +280,8 @@ def check_local_media(request: LipsyncRequest, *, deep: bool | None = None) -> N
     a file that is text, not media; video and audio given the wrong way round; a video that is an audio-only
     format. With PyAV (``deep``, the default when the ``media`` extra is installed) also for: a file FFmpeg
     cannot read as a container, a video without a video stream, an audio input without an audio stream, and
-    a zero duration. Without PyAV, WAV files still get the deep checks (the standard library reads WAV);
-    other formats get the checks above only. URLs are the provider's to fetch and are not checked.
+    a zero duration. PCM WAV is read by the standard library in both modes, so without PyAV it still gets the
+    deep checks; other formats get the checks above only. URLs are the provider's to fetch and are not checked.
     """
     video, audio = _local(request.video, "video"), _local(request.audio, "audio")
     if video is None and audio is None:

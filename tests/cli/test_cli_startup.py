@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,19 @@ def test_a_commands_help_or_usage_error_loads_no_client_nor_job_store(argv: list
     assert "lipsyncer.cli.run" in modules
     client_side = {m for m in modules if m.split(".")[0] == "sqlalchemy" or m == "lipsyncer.core.client"}
     assert client_side == set(), sorted(client_side)
+
+
+def test_a_command_on_the_default_sqlite_store_loads_no_postgresql_nor_an_unused_providers_sdk(
+    tmp_path: Path,
+) -> None:
+    """Every CLI process, Celery worker and client pays for what it imports: PostgreSQL's SQLAlchemy dialect
+    loads only for a PostgreSQL store, and sync.so's SDK with sync.so's first request, not with the plugin."""
+    store = tmp_path / "jobs.sqlite"
+    modules = loaded_by_main(["jobs", "list", "--store", str(store)])
+    assert "lipsyncer.core.client" in modules and "lipsyncer.providers.syncso" in modules  # it did the work
+    assert store.exists()
+    unused = {m for m in modules if m.startswith(("sqlalchemy.dialects.postgresql", "sync.", "psycopg"))}
+    assert unused == set(), sorted(unused)
 
 
 def test_every_public_name_resolves_lazily() -> None:

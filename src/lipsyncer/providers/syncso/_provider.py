@@ -16,14 +16,11 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import Field
-from sync import AsyncSync
-from sync.core.api_error import ApiError
-from sync.core.request_options import RequestOptions
 
 from lipsyncer import (
     InvalidRequestError,
@@ -70,6 +67,10 @@ from ._wire import (
     parse_generation,
     speaker_detection,
 )
+
+if TYPE_CHECKING:  # the SDK loads with the first request (~100 ms), not when the plugin is registered
+    from sync import AsyncSync
+    from sync.core.request_options import RequestOptions
 
 __all__ = ["SyncsoProvider", "SyncsoSettings"]
 
@@ -240,6 +241,8 @@ class SyncsoProvider(Provider):
                 timeout=httpx.Timeout(self.call_timeout),
                 event_hooks={"response": [self._remember]},
             )
+            from sync import AsyncSync
+
             self._sdk = AsyncSync(base_url=self.base_url, api_key=self.context.key(), httpx_client=self._http)
         return self._sdk
 
@@ -258,6 +261,8 @@ class SyncsoProvider(Provider):
         """Run one SDK call; (its result, or None on an HTTP error answer) and the last response seen.
 
         The SDK's ApiError has no headers, so the answer itself is taken from the response hook."""
+        from sync.core.api_error import ApiError  # loaded with the client that raises it
+
         seen: list[httpx.Response] = []
         token = self._seen.set(seen)
         try:

@@ -11,10 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
-
-from sync.common.types import ActiveSpeaker as SdkActiveSpeaker
-from sync.common.types import Audio, GenerationOptions, Video
+from typing import TYPE_CHECKING, Any
 
 from lipsyncer import (
     ActiveSpeaker,
@@ -25,6 +22,10 @@ from lipsyncer import (
     ModelSpec,
     Option,
 )
+
+if TYPE_CHECKING:  # the SDK's types (~100 ms to import) load with the first request, not with the plugin
+    from sync.common.types import ActiveSpeaker as SdkActiveSpeaker
+    from sync.common.types import Audio, GenerationOptions, Video
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -97,6 +98,8 @@ def _pixels(values: tuple[float, ...] | list[float], what: str) -> list[int]:
 
 def speaker_detection(speaker: ActiveSpeaker) -> SdkActiveSpeaker:
     """``options.active_speaker_detection``: auto, frame + point, or per-frame boxes (``None`` frames kept)."""
+    from sync.common.types import ActiveSpeaker as SdkActiveSpeaker
+
     if speaker.mode == "auto":
         return SdkActiveSpeaker(auto_detect=True)
     if speaker.mode == "point":
@@ -118,6 +121,8 @@ def generation_options(
 ) -> GenerationOptions:
     """``options``: ``sync_mode`` always (sync.so defaults to loop, fal to cut_off), the rest only when set
     and honoured by the model (``check`` has refused what is set and not honoured)."""
+    from sync.common.types import GenerationOptions
+
     values: dict[str, Any] = {"sync_mode": request.sync_mode.value}
     if request.temperature is not None and model.honours(Option.TEMPERATURE):
         values["temperature"] = request.temperature
@@ -133,6 +138,8 @@ def generation_options(
 
 
 def media_inputs(video_url: str, audio_url: str) -> list[Video | Audio]:
+    from sync.common.types import Audio, Video
+
     return [Video(url=video_url), Audio(url=audio_url)]
 
 

@@ -40,9 +40,6 @@ class Scheduler:
             self._cond.notify()
             return True
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> bool:
-        return self.call_at(self._clock.monotonic() + max(0.0, delay), fn)
-
     def close(self) -> None:
         with self._cond:
             self._closed = True

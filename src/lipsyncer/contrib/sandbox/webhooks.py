@@ -186,6 +186,9 @@ class Deliverer:
             self._record(outgoing, attempt, {}, None, "dropped by a webhook_fail fault", dropped=True)
             self._settle()
             return
+        # Retries count from the attempt's start, read before the POST: under a ManualClock the schedule
+        # then depends on the clock alone, not on whether this thread finished before a test moved it.
+        began = self._clock.monotonic()
         headers = outgoing.make_headers(outgoing.body)
         status, error = self._post(outgoing.url, outgoing.body, headers)
         self._record(outgoing, attempt, headers, status, error)
@@ -197,7 +200,7 @@ class Deliverer:
         retryable = error is None or not error.startswith("no network")
         if not ok and retryable and attempt <= len(outgoing.retry_delays):
             delay = outgoing.retry_delays[attempt - 1] * self._retry_scale
-            if self._scheduler.call_later(delay, lambda: self._submit(outgoing, attempt + 1)):
+            if self._scheduler.call_at(began + delay, lambda: self._submit(outgoing, attempt + 1)):
                 return
         self._settle()
 

@@ -133,11 +133,12 @@ def test_max_in_flight_holds_across_two_worker_processes(
     limits_url: str,
     start_workers: Callable[..., WorkerProcess],
 ) -> None:
-    """Two worker machines (two processes each) share fal-v2's three slots through Redis."""
+    """Two worker machines share fal-v2's three slots through Redis. One pool process each: a slot is held
+    while the job is at the provider, not while a worker runs a task, so two processes can hold all three."""
     config = fleet_setup.config
     text = config.read_text().replace("[providers.fal-v2]\n", f"[providers.fal-v2]\nmax_in_flight = {CAP}\n")
     config.write_text(f'{text}\n[limits]\nbackend = "{limits_url}"\n')
-    workers = [start_workers("a"), start_workers("b")]
+    workers = [start_workers("a", concurrency=1), start_workers("b", concurrency=1)]
     fleet = Fleet(load_settings(config, env=SANDBOX_KEYS), env=SANDBOX_KEYS)
     app = create_app(fleet)
     request = LipsyncRequest(video=media.video, audio=media.audio, model="fal-v2:lipsync-2")

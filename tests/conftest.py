@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the sandbox loads where a test builds one: the xdist contro
 
 # scripts/check.sh (CI) draws the same examples every run, so a run is red only for a change; a plain
 # ``pytest`` explores new ones each time. No deadline and no too-slow health check there: both time examples
-# on the wall clock, and a busy 2-core machine running five workers would fail a correct change.
+# on the wall clock, and a busy 2-core machine running six workers would fail a correct change.
 settings.register_profile(
     "check", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

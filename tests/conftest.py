@@ -11,6 +11,7 @@ gc.disable()
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,16 @@ from hypothesis import HealthCheck, settings
 # --import-mode=importlib puts no test folder on sys.path: make tests/servers.py importable as ``servers``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import PostgresServer, RedisServer, postgres_server, redis_server
+from servers import (
+    REDIS_DBS_EACH,
+    SHARED,
+    PostgresServer,
+    RedisServer,
+    postgres_server,
+    redis_server,
+    shared_port,
+    stop_shared,
+)
 
 if TYPE_CHECKING:  # the sandbox loads where a test builds one: the xdist controller never does
     from lipsyncer.contrib.sandbox import Sandbox
@@ -78,12 +88,33 @@ def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     return make_sandbox()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The xdist controller of a run keeps the state of the PostgreSQL and Redis its workers share: one of
+    each for the run instead of one per worker (each costs ~1 s of CPU to start and more to run)."""
+    if config.getoption("numprocesses", default=None) and not hasattr(config, "workerinput"):
+        os.environ[SHARED] = tempfile.mkdtemp(prefix="lipsyncer-test-servers-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and SHARED in os.environ:
+        stop_shared(Path(os.environ.pop(SHARED)))
+
+
+def _worker() -> str | None:
+    """This xdist worker's id ("gw3"), when it shares the run's servers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return worker if worker and SHARED in os.environ else None
+
+
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A private PostgreSQL on a free loopback port for the whole session (started on first use). The xdist
-    workers of one run each start their own, on copies of one cluster (their basetemps share a parent)."""
-    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
-    with postgres_server(template=shared) as server:
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL on a free loopback port for the whole session, started on first use: the run's shared one
+    under xdist (databases named for the worker), else one of this session's own."""
+    worker = _worker()
+    if worker is not None:
+        yield PostgresServer(port=shared_port("postgres"), prefix=f"lipsyncer_{worker}")
+        return
+    with postgres_server() as server:
         yield server
 
 
@@ -95,7 +126,13 @@ def postgres_url(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
-    """A private redis-server on a free loopback port for the whole session (started on first use)."""
+    """redis-server on a free loopback port for the whole session, started on first use: the run's shared one
+    under xdist (worker N owns its own range of database numbers), else one of this session's own."""
+    worker = _worker()
+    if worker is not None:
+        index = int(worker.removeprefix("gw"))
+        yield RedisServer(port=shared_port("redis"), first_db=index * REDIS_DBS_EACH)
+        return
     with redis_server() as server:
         yield server
 

@@ -1,7 +1,8 @@
-"""Private PostgreSQL and Redis servers for the tests: the real binaries on free loopback ports, in temp dirs.
+"""PostgreSQL and Redis servers for the tests: the real binaries on free loopback ports, in temp dirs.
 
-No mocks: the fleet tests need the real locking of PostgreSQL and the real delivery of Redis. Each server is
-started once per test session (see the root conftest) and stopped after it; a test gets its own database.
+No mocks: the fleet tests need the real locking of PostgreSQL and the real delivery of Redis. A session starts
+each server once, on first use (see the root conftest); a test gets its own database. The xdist workers of
+one run share one of each: the first worker to ask starts it, the controller stops it after the run.
 ``scripts/check.sh`` installs the binaries on a fresh machine; elsewhere see the README.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import hashlib
 import itertools
+import json
 import os
 import pwd
 import shutil
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,31 +50,11 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
-def _wait(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + _START_GUARD
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{what} did not start within {_START_GUARD:g} s")
-        time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @dataclass
 class PostgresServer:
     port: int
     user: str = "postgres"
+    prefix: str = "lipsyncer_test"  # a worker's own names on a server the run's workers share
     _databases: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def url(self, database: str = "postgres") -> str:
@@ -83,12 +64,48 @@ class PostgresServer:
         """A fresh, empty database; returns its URL."""
         import psycopg
 
-        name = f"lipsyncer_test_{next(self._databases)}"
+        name = f"{self.prefix}_{next(self._databases)}"
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres") as conn:
             conn.autocommit = True
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    first_db: int = 0  # a worker's own databases on a server the run's workers share
+    _dbs: Iterator[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._dbs = itertools.count(self.first_db)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def new_db(self) -> int:
+        """A database number no other test of the run uses."""
+        db = next(self._dbs)
+        if db >= self.first_db + REDIS_DBS_EACH:
+            raise RuntimeError(
+                f"more than {REDIS_DBS_EACH} Redis databases in one worker: raise REDIS_DBS_EACH"
+            )
+        return db
+
+
+REDIS_DBS_EACH = 100
+"""Databases per worker on a shared Redis (worker N owns N*100 to N*100+99)."""
+
+
+@dataclass(frozen=True)
+class _Launched:
+    """A server process, where it listens and the directory it owns (removed when it stops)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    work: Path
+    stop_signal: int
 
 
 def _unprivileged() -> tuple[int, int] | None:
@@ -104,11 +121,7 @@ def _unprivileged() -> tuple[int, int] | None:
     raise RuntimeError("running as root and no postgres or nobody user to run PostgreSQL as")
 
 
-@contextmanager
-def postgres_server(template: Path | None = None) -> Iterator[PostgresServer]:
-    """A server on a new cluster. With ``template`` (a directory that several processes share, such as the
-    xdist workers of one run), the cluster is a copy of one made there once: initdb is most of a server's
-    start-up CPU (~1 s), a copy a few milliseconds."""
+def _launch_postgres(*, detached: bool = False) -> _Launched:
     initdb, postgres = find_binary("initdb"), find_binary("postgres")
     if initdb is None or postgres is None:
         pytest.fail("PostgreSQL is not installed: run scripts/check.sh once (or see the README)")
@@ -123,11 +136,12 @@ def postgres_server(template: Path | None = None) -> Iterator[PostgresServer]:
             os.setuid(ids[0])
 
     data, log = work / "data", work / "server.log"
-    if template is None:
-        _initdb(initdb, data, drop_privileges)
-    else:
-        cluster = _template_cluster(initdb, template, ids, drop_privileges)
-        subprocess.run(["cp", "-a", str(cluster), str(data)], check=True)  # -a: owner and modes too
+    subprocess.run(
+        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+        preexec_fn=drop_privileges,
+    )
     port = free_port()
     settings = {
         "listen_addresses": "127.0.0.1",
@@ -136,51 +150,17 @@ def postgres_server(template: Path | None = None) -> Iterator[PostgresServer]:
         "fsync": "off",  # a test server: durability across an OS crash is not what is tested
         "synchronous_commit": "off",
         "full_page_writes": "off",
-        "max_connections": "300",
+        "max_connections": "1000",  # every worker's fleet tests, their Celery workers' pools included
     }
     args = [postgres, "-D", str(data)] + [a for k, v in settings.items() for a in ("-c", f"{k}={v}")]
     with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=drop_privileges)
-    server = PostgresServer(port=port)
-    try:
-        _wait(lambda: _pg_ready(port), process, "postgres", log)
-        yield server
-    finally:
-        _stop(process, signal.SIGQUIT)  # immediate: no shutdown checkpoint for files deleted next
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _initdb(initdb: str, data: Path, as_user: Callable[[], None]) -> None:
-    subprocess.run(
-        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        preexec_fn=as_user,
-    )
-
-
-def _template_cluster(
-    initdb: str, root: Path, ids: tuple[int, int] | None, as_user: Callable[[], None]
-) -> Path:
-    """The cluster under ``root`` for this initdb, made by whichever process asks first (the others wait on
-    the lock); made aside and moved in, so a process killed half-way leaves no half-made template. (initdb
-    runs in a directory of its own: as root, the server's user may not be able to enter ``root``.)"""
-    version = hashlib.sha256(initdb.encode()).hexdigest()[:12]  # another PostgreSQL: another template
-    home = root / f"postgres-template-{version}"
-    home.mkdir(parents=True, exist_ok=True)
-    cluster = home / "data"
-    with open(home / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not cluster.exists():
-            aside = Path(tempfile.mkdtemp(prefix="lipsyncer-pg-initdb-"))
-            try:
-                if ids is not None:
-                    os.chown(aside, *ids)
-                _initdb(initdb, aside / "data", as_user)
-                shutil.move(aside / "data", cluster)
-            finally:
-                shutil.rmtree(aside, ignore_errors=True)
-    return cluster
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=drop_privileges, start_new_session=detached
+        )
+    # Immediate shutdown: no shutdown checkpoint for a cluster deleted right after.
+    launched = _Launched(process, port, work, signal.SIGQUIT)
+    _wait(lambda: _pg_ready(port), launched, "postgres", log)
+    return launched
 
 
 def _pg_ready(port: int) -> bool:
@@ -193,16 +173,7 @@ def _pg_ready(port: int) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class RedisServer:
-    port: int
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-
-@contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def _launch_redis(*, detached: bool = False) -> _Launched:
     binary = find_binary("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run scripts/check.sh once (or see the README)")
@@ -210,15 +181,12 @@ def redis_server() -> Iterator[RedisServer]:
     port = free_port()
     log = work / "server.log"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(work), "--daemonize", "no", "--databases", "64"]
+    args += ["--dir", str(work), "--daemonize", "no", "--databases", str(REDIS_DBS_EACH * 16)]
     with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait(lambda: _redis_ready(port), process, "redis-server", log)
-        yield RedisServer(port=port)
-    finally:
-        _stop(process, signal.SIGTERM)
-        shutil.rmtree(work, ignore_errors=True)
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=detached)
+    launched = _Launched(process, port, work, signal.SIGTERM)
+    _wait(lambda: _redis_ready(port), launched, "redis-server", log)
+    return launched
 
 
 def _redis_ready(port: int) -> bool:
@@ -228,3 +196,95 @@ def _redis_ready(port: int) -> bool:
         return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+def _wait(ready: Callable[[], bool], launched: _Launched, what: str, log: Path) -> None:
+    deadline = time.monotonic() + _START_GUARD
+    while not ready():
+        if launched.process.poll() is not None:
+            code = launched.process.returncode
+            raise RuntimeError(f"{what} exited with {code}:\n{log.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            launched.process.kill()
+            raise RuntimeError(f"{what} did not start within {_START_GUARD:g} s")
+        time.sleep(0.05)
+
+
+def _stop(launched: _Launched) -> None:
+    process = launched.process
+    if process.poll() is None:
+        process.send_signal(launched.stop_signal)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    shutil.rmtree(launched.work, ignore_errors=True)
+
+
+_LAUNCH = {"postgres": _launch_postgres, "redis": _launch_redis}
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A server of this process's own, stopped on exit."""
+    launched = _launch_postgres()
+    try:
+        yield PostgresServer(port=launched.port)
+    finally:
+        _stop(launched)
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A server of this process's own, stopped on exit."""
+    launched = _launch_redis()
+    try:
+        yield RedisServer(port=launched.port)
+    finally:
+        _stop(launched)
+
+
+# ------------------------------------------------------------------------------ shared by a run's workers
+
+SHARED = "LIPSYNCER_TEST_SERVERS"
+"""Environment variable: the directory where the xdist controller keeps the run's shared servers' state."""
+
+
+def shared_port(kind: str) -> int:
+    """The port of the run's one ``kind`` server ("postgres" or "redis"); the first worker to ask starts it
+    while the others wait on the lock. It outlives that worker (its own session): ``stop_shared`` ends it."""
+    root = Path(os.environ[SHARED])
+    with open(root / f"{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = root / f"{kind}.json"
+        if not state.exists():
+            launched = _LAUNCH[kind](detached=True)
+            record = {"port": launched.port, "pid": launched.process.pid, "work": str(launched.work)}
+            state.write_text(json.dumps({**record, "signal": int(launched.stop_signal)}))
+        return int(json.loads(state.read_text())["port"])
+
+
+def stop_shared(root: Path) -> None:
+    """Stop the servers the workers started under ``root`` (the controller, once every worker is done)."""
+    for state in root.glob("*.json"):
+        record = json.loads(state.read_text())
+        pid = int(record["pid"])
+        with suppress(ProcessLookupError):
+            os.kill(pid, int(record["signal"]))
+            give_up = time.monotonic() + 20
+            while time.monotonic() < give_up and not _exited(pid):
+                time.sleep(0.05)
+            if not _exited(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(record["work"], ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its starter (a worker still shutting down) has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].startswith("Z")

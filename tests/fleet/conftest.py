@@ -7,7 +7,6 @@ talking HTTP to the sandbox on a loopback port.
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,8 +23,6 @@ from fleet_support import SANDBOX_KEYS, FleetSetup, WorkerProcess, write_fleet_c
 from lipsyncer.contrib.sandbox import LoopbackServer, Sandbox, serve_in_thread
 from lipsyncer.contrib.sandbox.testing import SampleMedia, fast_config, sample_media
 from servers import RedisServer
-
-_redis_dbs = itertools.count(0, 2)
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +54,13 @@ def fleet_setup(
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
-    db = next(_redis_dbs)
-    broker = redis.url(db)
+    broker = redis.url(redis.new_db())
     config = write_fleet_config(
         tmp_path / "lipsyncer.toml",
         base_url=served.base_url,
         store_url=postgres_url,
         broker_url=broker,
-        result_backend=redis.url(db + 1),
+        result_backend=redis.url(redis.new_db()),
     )
     return FleetSetup(config=config, store_url=postgres_url, broker_url=broker, work=tmp_path)
 

@@ -3,7 +3,6 @@ provider's max_in_flight held across two Celery worker processes (the sandbox re
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +21,10 @@ from lipsyncer.core.client import AsyncLipsyncer
 from lipsyncer.core.jobs import store_from_url
 from servers import RedisServer
 
-_dbs = itertools.count(40)
-
 
 @pytest.fixture
 def limits_url(redis: RedisServer) -> str:
-    return redis.url(next(_dbs))
+    return redis.url(redis.new_db())
 
 
 @pytest.fixture

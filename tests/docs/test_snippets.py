@@ -77,7 +77,7 @@ def reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     write_sample_video(tmp_path / "talk.mp4", 2.0)
     write_sample_audio(tmp_path / "dub.wav", 3.0)
     write_sample_audio(tmp_path / "dub_es.wav", 3.0)
-    config = SandboxConfig(queue_seconds=0.05, processing_seconds=0.3, allow_insecure_callbacks=True)
+    config = SandboxConfig(queue_seconds=0.02, processing_seconds=0.1, allow_insecure_callbacks=True)
     with Sandbox(config) as sandbox, serve_in_thread(sandbox) as server:
         monkeypatch.setenv("FAL_KEY", sandbox.config.fal_key)
         monkeypatch.setenv("EVOLINK_API_KEY", sandbox.config.unified_key)

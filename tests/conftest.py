@@ -22,16 +22,7 @@ from hypothesis import HealthCheck, settings
 # --import-mode=importlib puts no test folder on sys.path: make tests/servers.py importable as ``servers``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import (
-    REDIS_DBS_EACH,
-    SHARED,
-    PostgresServer,
-    RedisServer,
-    postgres_server,
-    redis_server,
-    shared_port,
-    stop_shared,
-)
+from servers import REDIS_DBS_EACH, SHARED, PostgresServer, RedisServer, server_port, stop_shared
 
 if TYPE_CHECKING:  # the sandbox loads where a test builds one: the xdist controller never does
     from lipsyncer.contrib.sandbox import Sandbox
@@ -100,22 +91,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         stop_shared(Path(os.environ.pop(SHARED)))
 
 
-def _worker() -> str | None:
-    """This xdist worker's id ("gw3"), when it shares the run's servers."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return worker if worker and SHARED in os.environ else None
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    """PostgreSQL on a free loopback port for the whole session, started on first use: the run's shared one
-    under xdist (databases named for the worker), else one of this session's own."""
-    worker = _worker()
-    if worker is not None:
-        yield PostgresServer(port=shared_port("postgres"), prefix=f"lipsyncer_{worker}")
-        return
-    with postgres_server() as server:
-        yield server
+    """PostgreSQL on a free loopback port for the whole session, started on first use (shared by a run's
+    xdist workers: each names its databases for itself)."""
+    with server_port("postgres") as port:
+        yield PostgresServer(port=port, prefix=f"lipsyncer_{os.environ.get('PYTEST_XDIST_WORKER', 'test')}")
 
 
 @pytest.fixture
@@ -126,15 +107,11 @@ def postgres_url(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
-    """redis-server on a free loopback port for the whole session, started on first use: the run's shared one
-    under xdist (worker N owns its own range of database numbers), else one of this session's own."""
-    worker = _worker()
-    if worker is not None:
-        index = int(worker.removeprefix("gw"))
-        yield RedisServer(port=shared_port("redis"), first_db=index * REDIS_DBS_EACH)
-        return
-    with redis_server() as server:
-        yield server
+    """redis-server on a free loopback port for the whole session, started on first use (shared by a run's
+    xdist workers: worker N numbers its databases from N * REDIS_DBS_EACH)."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    with server_port("redis") as port:
+        yield RedisServer(port=port, first_db=index * REDIS_DBS_EACH)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

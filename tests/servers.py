@@ -226,21 +226,15 @@ _LAUNCH = {"postgres": _launch_postgres, "redis": _launch_redis}
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A server of this process's own, stopped on exit."""
-    launched = _launch_postgres()
+def server_port(kind: str) -> Iterator[int]:
+    """The port of a ``kind`` server ("postgres" or "redis") for this session: under xdist the run's shared
+    one (the controller stops it), else one of this process's own, stopped on exit."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and SHARED in os.environ:
+        yield shared_port(kind)
+        return
+    launched = _LAUNCH[kind]()
     try:
-        yield PostgresServer(port=launched.port)
-    finally:
-        _stop(launched)
-
-
-@contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A server of this process's own, stopped on exit."""
-    launched = _launch_redis()
-    try:
-        yield RedisServer(port=launched.port)
+        yield launched.port
     finally:
         _stop(launched)
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from lipsyncer import InvalidMediaError, InvalidRequestError, LipsyncRequest
 from lipsyncer.contrib.sandbox.testing import SampleMedia, sample_media
-from lipsyncer.core.media import check_local_media, probe, sniff
+from lipsyncer.core.media import MediaProbeError, check_local_media, probe, sniff
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,12 @@ def test_a_wav_without_samples_has_zero_duration(media: SampleMedia, tmp_path: P
     with pytest.raises(InvalidMediaError, match="zero duration") as info:
         check_local_media(request(media.video, empty), deep=deep)
     assert info.value.field == "audio"
+
+
+def test_probing_a_wav_without_samples_is_an_error_not_a_zero_length(tmp_path: Path) -> None:
+    """``probe`` answers a length to price and check against: none stated is refused, for WAV as for others."""
+    with pytest.raises(MediaProbeError, match="no duration"):
+        probe(silent_wav(tmp_path / "silence.wav", 0))
 
 
 def test_a_truncated_wav_is_unreadable_without_pyav_too(media: SampleMedia, tmp_path: Path) -> None:

@@ -68,12 +68,8 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaProbeError(
             f"cannot read the duration of {path.name}: install the 'media' extra (pip install 'lipsyncer[media]')"
         )
-    if _is_wav(path):
-        try:
-            return _probe_wav(path)
-        except MediaProbeError:
-            pass  # a WAV the standard library cannot read (float, extensible, streamed): FFmpeg's turn
-    info = _probe_av(str(path), path.name)
+    info = _read(path, path.name, wav=_is_wav(path), deep=True)
+    assert info is not None  # deep: FFmpeg reads what the standard library does not
     if info.duration <= 0:
         raise MediaProbeError(f"{path.name}: the container states no duration")
     return info
@@ -89,7 +85,20 @@ def _is_wav(path: Path) -> bool:
             head = fh.read(12)
     except OSError:
         return False  # PyAV says what is wrong with it
-    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    return sniff(head)[1] == "WAV"
+
+
+def _read(target: Path | io.BytesIO, name: str, *, wav: bool, deep: bool) -> MediaInfo | None:
+    """Streams and duration: the standard library for PCM WAV; else PyAV when ``deep``; else None."""
+    if wav:
+        try:
+            return _probe_wav(target, name)
+        except MediaProbeError:
+            if not deep:
+                raise  # FFmpeg's turn when it is here: it reads float, extensible and streamed WAV
+    if deep:
+        return _probe_av(str(target) if isinstance(target, Path) else target, name)
+    return None
 
 
 def _probe_av(target: str | io.BytesIO, name: str) -> MediaInfo:
@@ -233,20 +242,8 @@ class _Local:
 
     def probe(self, deep: bool) -> MediaInfo | None:
         """Streams and duration: the standard library for PCM WAV; else PyAV when ``deep``; else None."""
-        if sniff(self.head)[1] == "WAV":
-            try:
-                return _probe_wav(
-                    self.path if self.path is not None else io.BytesIO(self.data or b""), self.shown
-                )
-            except MediaProbeError:
-                if not deep:
-                    raise  # FFmpeg's turn when it is here: it reads float, extensible and streamed WAV
-        if deep:
-            target: str | io.BytesIO = (
-                str(self.path) if self.path is not None else io.BytesIO(self.data or b"")
-            )
-            return _probe_av(target, self.shown)
-        return None
+        target = self.path if self.path is not None else io.BytesIO(self.data or b"")
+        return _read(target, self.shown, wav=sniff(self.head)[1] == "WAV", deep=deep)
 
 
 def _local(media: MediaSource, field: str) -> _Local | None:

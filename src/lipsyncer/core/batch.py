@@ -117,16 +117,17 @@ async def run_batch(
                 submitting.release()
             job = await client._settle_send(job, current=True)
             job, result = waiting.before_polling(job, current=True)
-            if result is None:
-                if not finished(job):
-                    # A batch's on_status counts states: its look-ups leave out progress detail (fal's logs).
-                    schedule.add(item.key, *waiting.polling(job, on_status, progress=False))
-                    return
-                result = await waiting.after_polling(job)
-            outcome = Outcome(key=item.key, result=result)
+            if result is None and not finished(job):
+                # A batch's on_status counts states: its look-ups leave out progress detail (fal's logs).
+                schedule.add(item.key, *waiting.polling(job, on_status, progress=False))
+                return
         except LipsyncError as exc:
-            outcome = Outcome(key=item.key, error=exc)
-        await ended(outcome)
+            await failed(item.key, exc)
+            return
+        if result is None:
+            await settled(item.key, job)  # finished at its send: settled as the schedule settles its jobs
+        else:
+            await ended(Outcome(key=item.key, result=result))
 
     async def settled(key: str, job: Job) -> None:
         try:

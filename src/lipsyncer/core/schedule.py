@@ -96,15 +96,11 @@ class Schedule:
                 await self._changed.wait()
 
     async def _round(self, key: str, state: Polling, grow: bool) -> None:
-        """One job's round, as in :meth:`Waiting.wait`: read the row; unless it is finished, grow the interval
-        (after a wait) and look the job up; then schedule the next round or hand the job on."""
+        """One job's round, the one :meth:`Waiting.wait` runs (:meth:`Waiting.next_round`); then schedule the
+        next round or hand the job on."""
         try:
             try:
-                job = self._waiting.lifecycle.fresh(state.job_id)
-                if not finished(job):
-                    if grow:
-                        state.grow()
-                    job = await self._waiting.look_up(state, job)
+                job = await self._waiting.next_round(state, grow=grow)
             finally:
                 self._rounds.release()
         except LipsyncError as exc:

@@ -224,16 +224,24 @@ class Waiting:
                             await wake.wait()
                         if wake.is_set():
                             wake = self._wakeups[job_id] = anyio.Event()
-                    job = self.lifecycle.fresh(job_id)
-                    if finished(job):
-                        return job
-                    state.grow()
-                job = await self.look_up(state, job)
+                    job = await self.next_round(state, grow=True)
+                else:
+                    job = await self.look_up(state, job)
                 if finished(job):
                     return job
                 delay = state.delay()
         finally:
             self.watching(job_id, -1)
+
+    async def next_round(self, state: Polling, *, grow: bool) -> Job:
+        """A round after a wait: read the row again (a webhook or another process may have settled the job);
+        unless it is finished, grow the interval (``grow``) and look the job up."""
+        job = self.lifecycle.fresh(state.job_id)
+        if finished(job):
+            return job
+        if grow:
+            state.grow()
+        return await self.look_up(state, job)
 
     async def look_up(self, state: Polling, job: Job) -> Job:
         """One round of polling: look the job up and store what changed. A transient failure is counted (the

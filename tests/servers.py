@@ -254,8 +254,8 @@ def shared_port(kind: str) -> int:
         state = root / f"{kind}.json"
         if not state.exists():
             launched = _LAUNCH[kind](detached=True)
-            record = {"port": launched.port, "pid": launched.process.pid, "work": str(launched.work)}
-            state.write_text(json.dumps({**record, "signal": int(launched.stop_signal)}))
+            pid, work, stop = launched.process.pid, str(launched.work), int(launched.stop_signal)
+            state.write_text(json.dumps({"port": launched.port, "pid": pid, "work": work, "signal": stop}))
         return int(json.loads(state.read_text())["port"])
 
 
